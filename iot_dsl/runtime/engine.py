@@ -1,0 +1,285 @@
+"""The interpreter: a plan in, records out. Runs every segment in one process, or one named segment.
+
+``Engine(plan)`` builds each segment's operators once from the plan, then ``push(batch)`` routes each event to
+the segment that ingests it (the gateway serving its device, or the cloud), runs the operators in data-flow
+order, carries events across segment cuts through the plan's links over the Transport, and returns the records
+produced. Time comes only from the injected Clock; nothing here reads the wall clock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..devices import Device, DeviceRegistry
+from ..errors import ExprError
+from ..expr import Scope, compile_expr, parse_expr, type_from_name
+from ..plan import Plan, load_plan
+from ..storage import MemoryStore, Store
+from ..transports import MemoryTransport, Transport
+from .clock import Clock, VirtualClock, parse_time
+from .operators import TIME_KEY, BuildContext, Operator, build_operator
+from .records import Record, dead_letter
+
+__all__ = ["Engine", "EngineStats", "link_topic"]
+
+
+def link_topic(workflow: str, link_id: str) -> str:
+    """The transport topic a link's traffic travels on (safe for MQTT and NATS: no wildcard characters)."""
+    return f"iot-dsl/{re.sub(r'[^A-Za-z0-9_-]', '_', workflow)}/link/{re.sub(r'[^A-Za-z0-9_-]', '_', link_id)}"
+
+
+@dataclass
+class EngineStats:
+    """Counters a run reports: events in, records out by kind."""
+
+    events_in: int = 0
+    records: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary."""
+        return {"events_in": self.events_in, "records": dict(sorted(self.records.items()))}
+
+
+@dataclass
+class _Segment:
+    name: str
+    kind: str
+    operators: list[Operator]
+    #: operator id -> ids of successors in this segment
+    local_successors: dict[str, list[str]]
+    #: operator id -> link topics its output crosses
+    outgoing: dict[str, list[str]]
+    inbox: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+class Engine:
+    """Run a plan: ``Engine(plan, clock=..., transport=..., store=..., registry=...)``, then ``push`` batches."""
+
+    def __init__(
+        self,
+        plan: Plan | Mapping[str, Any] | str,
+        *,
+        clock: Clock | None = None,
+        transport: Transport | None = None,
+        store: Store | None = None,
+        registry: DeviceRegistry | None = None,
+        segment: str | None = None,
+        learn_devices: bool = True,
+    ) -> None:
+        self.plan = load_plan(plan)
+        self.clock: Clock = clock if clock is not None else VirtualClock()
+        self.transport: Transport = transport if transport is not None else MemoryTransport()
+        self.store: Store = store if store is not None else MemoryStore()
+        self.registry = registry if registry is not None else DeviceRegistry()
+        self.learn_devices = learn_devices
+        self.stats = EngineStats()
+        data = self.plan.data
+        self.name = self.plan.name
+        if segment is not None:
+            self.plan.segment(segment)  # raises PlanError for an unknown segment
+        self.running = [s["name"] for s in self.plan.segments if segment is None or s["name"] == segment]
+        self._gateway_of_cache: dict[str, str | None] = {}
+        self._gateways = self._compile_gateways(data["gateways"])
+        self._key_of = self._device_keys()
+        self._source_segments = self._sources()
+        self._time_field = {
+            op["name"]: op["config"]["time"] for s in self.plan.segments for op in s["operators"] if op["kind"] == "source"
+        }
+        self._default_stream = next(iter(sorted(self._source_segments)), None) if len(self._source_segments) == 1 else None
+        self._segments = {name: self._build_segment(self.plan.segment(name)) for name in self.running}
+        self._order = [n for n in self.running if n != "cloud"] + [n for n in self.running if n == "cloud"]
+        self._sinks = [op for s in self.plan.segments if s["name"] in self.running for op in s["operators"] if op["kind"] == "sink"]
+        self._subscribe_links()
+
+    # ----------------------------------------------------------------------------------------------- building
+    def _compile_gateways(self, gateways: Mapping[str, Any]) -> list[tuple[str, Callable[[Any], Any]]]:
+        scope = Scope(fields={k: type_from_name(v) for k, v in self.plan.data["device_attributes"].items()})
+        return [(name, compile_expr(parse_expr(spec["devices"]), scope)) for name, spec in sorted(gateways.items())]
+
+    def _device_keys(self) -> dict[str, str]:
+        keys: dict[str, str] = {}
+        ops = {op["id"]: op for seg in self.plan.segments for op in seg["operators"]}
+        for op_id, op in ops.items():
+            cursor = op
+            while cursor["kind"] != "source" and cursor.get("inputs"):
+                cursor = ops[cursor["inputs"][0]]
+            keys[op_id] = cursor["config"].get("key", "device") if cursor["kind"] == "source" else "device"
+        return keys
+
+    def _sources(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for seg in self.plan.segments:
+            for op in seg["operators"]:
+                if op["kind"] == "source":
+                    out.setdefault(op["name"], []).append(seg["name"])
+        return out
+
+    def _build_segment(self, spec: Mapping[str, Any]) -> _Segment:
+        name = spec["name"]
+        ctx = BuildContext(
+            segment=name,
+            device_attributes=self.plan.data["device_attributes"],
+            device_types=self.plan.data["device_types"],
+            attributes_of=self.registry.attributes,
+            devices_in_scope=(lambda: iter(self.registry)) if name == "cloud" else (lambda: self._served_by(name)),
+            now=self.clock.now,
+        )
+        members = {op["id"] for op in spec["operators"]}
+        operators = [
+            build_operator(op, ctx, self._key_of[op["id"]]) for op in spec["operators"] if op["kind"] != "sink"
+        ]
+        local = {op["id"]: [o for o in op.get("outputs", []) if o in members] for op in spec["operators"]}
+        outgoing: dict[str, list[str]] = {}
+        for link in self.plan.links:
+            if link["from"]["segment"] == name and link["from"]["node"] is not None:
+                outgoing.setdefault(link["from"]["node"], []).append(link_topic(self.name, link["id"]))
+        return _Segment(name, spec["kind"], operators, local, outgoing)
+
+    def _subscribe_links(self) -> None:
+        for link in self.plan.links:
+            target = link["to"]["segment"]
+            if target in self._segments and link["to"]["node"] is not None:
+                segment, node = self._segments[target], link["to"]["node"]
+
+                def deliver(_topic: str, batch: Any, segment: _Segment = segment, node: str = node) -> None:
+                    segment.inbox.setdefault(node, []).extend(batch)
+
+                self.transport.subscribe(link_topic(self.name, link["id"]), deliver)
+
+    # ------------------------------------------------------------------------------------------------ devices
+    def _served_by(self, gateway: str) -> Iterator[Device]:
+        for device in self.registry:
+            if self.gateway_of(device.id) == gateway:
+                yield device
+
+    def gateway_of(self, device_id: str, event: Mapping[str, Any] | None = None) -> str | None:
+        """The gateway serving a device (first gateway whose ``devices`` expression holds), or None."""
+        if device_id in self._gateway_of_cache:
+            return self._gateway_of_cache[device_id]
+        attrs: Mapping[str, Any] = self.registry.attributes(device_id)
+        if not attrs and event is not None:
+            attrs = {"id": device_id, **{k: event[k] for k in ("type", "site", "group") if k in event}}
+        owner = None
+        for name, predicate in self._gateways:
+            try:
+                if predicate(attrs):
+                    owner = name
+                    break
+            except (ExprError, KeyError, TypeError):
+                continue
+        self._gateway_of_cache[device_id] = owner
+        return owner
+
+    def _learn(self, device_id: str, event: Mapping[str, Any]) -> None:
+        if device_id in self.registry:
+            return
+        self.registry.add(
+            Device(
+                id=device_id,
+                type=str(event.get("type", "unknown")),
+                site=str(event.get("site", "")),
+                group=str(event.get("group", event.get("site", ""))),
+                lat=0.0,
+                lon=0.0,
+                firmware=str(event.get("firmware", "0.0.0")),
+                attrs={},
+            )
+        )
+
+    # ------------------------------------------------------------------------------------------------ running
+    @property
+    def segments(self) -> list[str]:
+        """Names of the segments this engine runs."""
+        return list(self.running)
+
+    def push(self, events: Iterable[Any]) -> list[Record]:
+        """Process one batch of events; return the records it produced (in a deterministic order)."""
+        records: list[Record] = []
+        for event in events:
+            self.stats.events_in += 1
+            target = self._route(event, records)
+            if target is not None:
+                segment, op_id = target
+                self._segments[segment].inbox.setdefault(op_id, []).append(event)
+        for name in self._order:
+            self._run_segment(self._segments[name], records)
+        self._finish(records)
+        return records
+
+    def run(self, batches: Iterable[Iterable[Any]]) -> Iterator[Record]:
+        """Push each batch in turn, yielding records as they are produced."""
+        for batch in batches:
+            yield from self.push(batch)
+
+    def _route(self, event: Any, records: list[Record]) -> tuple[str, str] | None:
+        now = self.clock.now()
+        if not isinstance(event, dict):
+            records.append(dead_letter(now, "ingest", "event is not a JSON object", event))
+            return None
+        stream = event.get("stream", self._default_stream)
+        segments = self._source_segments.get(stream) if isinstance(stream, str) else None
+        if segments is None:
+            known = ", ".join(sorted(self._source_segments)) or "none"
+            reason = "event names no stream" if stream is None else f"unknown stream {stream!r}"
+            records.append(dead_letter(now, "ingest", f"{reason} (streams: {known})", event))
+            return None
+        op_id = f"source:{stream}"
+        if segments == ["cloud"]:
+            return ("cloud", op_id) if "cloud" in self._segments else None
+        if len(self.running) == 1:
+            return (self.running[0], op_id) if self.running[0] in segments else None
+        device = event.get(self._key_of.get(op_id, "device"))
+        if not isinstance(device, str):
+            records.append(dead_letter(now, stream, "missing or invalid device key", event))
+            return None
+        if self.learn_devices:
+            self._learn(device, event)
+        owner = self.gateway_of(device, event)
+        if owner is None or owner not in segments:
+            records.append(dead_letter(now, stream, f"device {device!r} is not served by any gateway", event))
+            return None
+        return owner, op_id
+
+    def _run_segment(self, segment: _Segment, records: list[Record]) -> None:
+        if not segment.inbox:
+            return
+        produced_before = len(records)
+        for op in segment.operators:
+            batch = segment.inbox.pop(op.id, None)
+            if not batch:
+                continue
+            out = op.process(batch, records)
+            if not out:
+                continue
+            for successor in segment.local_successors.get(op.id, ()):
+                segment.inbox.setdefault(successor, []).extend(out)
+            for topic in segment.outgoing.get(op.id, ()):
+                self.transport.publish(topic, out)
+        if segment.kind == "edge" and len(records) > produced_before:
+            self.transport.publish(link_topic(self.name, f"{segment.name}->cloud:records"), records[produced_before:])
+
+    def _finish(self, records: list[Record]) -> None:
+        for record in records:
+            self.stats.records[record["kind"]] += 1
+        for sink in self._sinks:
+            kinds, nodes = set(sink["config"]["kinds"]), set(sink["config"]["nodes"])
+            chosen = [r for r in records if (not kinds or r["kind"] in kinds) and (not nodes or r["node"] in nodes)]
+            if chosen:
+                self.transport.publish(sink["config"]["topic"], orjson.dumps(chosen))
+
+    def event_time(self, event: Mapping[str, Any]) -> float | None:
+        """The event time of a raw event per its stream's ``time`` field, or None when it has none or is bad."""
+        field_name = self._time_field.get(event.get("stream", self._default_stream))
+        if field_name is None:
+            return None
+        try:
+            return parse_time(event.get(field_name))
+        except (ValueError, TypeError):
+            return None
+

@@ -1,0 +1,348 @@
+"""Operators: plan operator entries in, objects that turn an event batch into an output batch plus records.
+
+Every operator is built once from its plan entry (expressions compiled to closures at build time) and then
+called with batches. ``process(batch, records)`` returns the events for downstream operators and appends any
+records (commands, alerts, dead letters) to ``records``. A bad event never raises: it becomes a dead letter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..devices import Device
+from ..errors import ExprError
+from ..expr import Namespace, Scope, compile_expr, parse_expr, type_from_name
+from .clock import parse_time
+from .firmware import select_payload
+from .records import Record, dead_letter, make_record
+
+__all__ = ["Operator", "BuildContext", "OPERATOR_BUILDERS", "build_operator", "TIME_KEY"]
+
+#: Key under which the engine keeps an event's parsed event time (epoch seconds). Not a valid field name, so it
+#: never clashes with payload fields; it is dropped from records.
+TIME_KEY = "@t"
+
+Event = dict[str, Any]
+
+
+@dataclass
+class BuildContext:
+    """What operators may use besides their own plan entry."""
+
+    segment: str
+    device_attributes: Mapping[str, str]
+    device_types: Mapping[str, Any]
+    attributes_of: Callable[[str], Mapping[str, Any]]
+    devices_in_scope: Callable[[], Iterable[Device]]
+    now: Callable[[], float]
+
+
+class Operator:
+    """Base class: ``process`` passes the batch through unchanged."""
+
+    def __init__(self, spec: Mapping[str, Any], ctx: BuildContext) -> None:
+        self.id: str = spec["id"]
+        self.kind: str = spec["kind"]
+        self.name: str = spec["name"]
+        self.segment = ctx.segment
+        self.ctx = ctx
+
+    def process(self, batch: list[Event], records: list[Record]) -> list[Event]:
+        """Return the events to pass on; append produced records to ``records``."""
+        return batch
+
+    def _dead(self, event: Any, reason: str, records: list[Record]) -> None:
+        at = event.get(TIME_KEY) if isinstance(event, dict) else None
+        original = {k: v for k, v in event.items() if k != TIME_KEY} if isinstance(event, dict) else event
+        records.append(dead_letter(at if at is not None else self.ctx.now(), self.name, reason, original, self.segment))
+
+
+def _types(fields: Mapping[str, str]) -> dict[str, Any]:
+    return {k: type_from_name(v) for k, v in fields.items()}
+
+
+def _stream_scope(fields: Mapping[str, str], ctx: BuildContext, key: str) -> Scope:
+    attributes_of = ctx.attributes_of
+    return Scope(
+        fields=_types(fields),
+        namespaces={
+            "device": Namespace("device", _types(ctx.device_attributes), getter=lambda row: attributes_of(row[key]))
+        },
+    )
+
+
+def _compile(text: str, scope: Scope) -> Callable[[Any], Any]:
+    return compile_expr(parse_expr(text), scope)
+
+
+_NUMBER = (int, float)
+#: Envelope fields filled from the device registry when an event does not carry them.
+_ENVELOPE = frozenset({"type", "site", "group"})
+
+
+def _type_ok(kind: str, value: Any) -> bool:
+    if value is None or kind in ("any", "list", "version", "duration"):
+        return True
+    if kind in ("number", "integer"):
+        return isinstance(value, _NUMBER) and not isinstance(value, bool) and (kind == "number" or float(value).is_integer())
+    if kind == "string":
+        return isinstance(value, str)
+    return isinstance(value, bool)  # boolean
+
+
+class SourceOperator(Operator):
+    """Admit events of one stream: check device key, event time and declared field types; stamp event time."""
+
+    def __init__(self, spec: Mapping[str, Any], ctx: BuildContext) -> None:
+        super().__init__(spec, ctx)
+        config = spec["config"]
+        self.key: str = config["key"]
+        self.time: str = config["time"]
+        declared = {k: v for k, v in spec["fields"].items() if k not in (self.key, self.time)}
+        self.checks = [(k, v) for k, v in sorted(declared.items()) if v not in ("any",)]
+
+    def process(self, batch: list[Event], records: list[Record]) -> list[Event]:
+        """Admit well-formed events; everything else becomes a dead letter with the reason."""
+        out: list[Event] = []
+        key, time_field, checks = self.key, self.time, self.checks
+        attributes_of = self.ctx.attributes_of
+        for event in batch:
+            if not isinstance(event, dict):
+                self._dead(event, "event is not a JSON object", records)
+                continue
+            device = event.get(key)
+            if not isinstance(device, str) or not device:
+                self._dead(event, f"missing or invalid device key '{key}'", records)
+                continue
+            raw_time = event.get(time_field)
+            if raw_time is None:
+                self._dead(event, f"missing event time '{time_field}'", records)
+                continue
+            try:
+                at = parse_time(raw_time)
+            except (ValueError, TypeError):
+                self._dead(event, f"invalid event time '{time_field}': {raw_time!r}", records)
+                continue
+            bad = next((f for f, kind in checks if not _type_ok(kind, event.get(f))), None)
+            if bad is not None:
+                kind = dict(checks)[bad]
+                self._dead(event, f"field '{bad}' should be {kind}, got {type(event[bad]).__name__}", records)
+                continue
+            admitted = dict(event)
+            admitted[TIME_KEY] = at
+            if not _ENVELOPE <= admitted.keys():
+                # enrich from the device registry: type, site and group need not travel with every reading
+                attrs = attributes_of(device)
+                for name in _ENVELOPE:
+                    if name not in admitted and name in attrs:
+                        admitted[name] = attrs[name]
+            out.append(admitted)
+        return out
+
+
+class FilterOperator(Operator):
+    """Keep events for which the ``where`` condition holds."""
+
+    def __init__(self, spec: Mapping[str, Any], ctx: BuildContext, key: str) -> None:
+        super().__init__(spec, ctx)
+        where = spec["config"].get("where")
+        self.predicate = _compile(where, _stream_scope(spec["config"]["input_fields"], ctx, key)) if where else None
+
+    def process(self, batch: list[Event], records: list[Record]) -> list[Event]:
+        """Filter the batch; events the condition cannot be evaluated on become dead letters."""
+        predicate = self.predicate
+        if predicate is None:
+            return batch
+        try:
+            return [e for e in batch if predicate(e)]
+        except (ExprError, KeyError, TypeError):
+            pass  # fall back to one event at a time to find the bad ones
+        out = []
+        for event in batch:
+            try:
+                if predicate(event):
+                    out.append(event)
+            except (ExprError, KeyError, TypeError) as exc:
+                self._dead(event, f"cannot evaluate 'where': {_reason(exc)}", records)
+        return out
+
+
+class DeriveOperator(Operator):
+    """Add derived fields, in declaration order (a later field may use an earlier one)."""
+
+    def __init__(self, spec: Mapping[str, Any], ctx: BuildContext, key: str) -> None:
+        super().__init__(spec, ctx)
+        fields = dict(spec["config"]["input_fields"])
+        self.derivations: list[tuple[str, Callable[[Any], Any]]] = []
+        for name, text in spec["config"]["derive"]:
+            self.derivations.append((name, _compile(text, _stream_scope(fields, ctx, key))))
+            fields[name] = spec["fields"].get(name, "any")
+
+    def process(self, batch: list[Event], records: list[Record]) -> list[Event]:
+        """Return copies of the events with the derived fields set."""
+        out = []
+        for event in batch:
+            derived = dict(event)
+            try:
+                for name, fn in self.derivations:
+                    derived[name] = fn(derived)
+            except (ExprError, KeyError, TypeError) as exc:
+                self._dead(event, f"cannot derive '{name}': {_reason(exc)}", records)
+                continue
+            out.append(derived)
+        return out
+
+
+_TEMPLATE = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)\}")
+
+
+def render_template(text: str, event: Mapping[str, Any]) -> str:
+    """Replace ``{field}`` with the event's value (unknown names stay as written). Never ``str.format``."""
+    return _TEMPLATE.sub(lambda m: str(event[m.group(1)]) if m.group(1) in event else m.group(0), text)
+
+
+class RuleOperator(Operator):
+    """When an event satisfies ``if``, run the actions: command records per target device, or an alert."""
+
+    def __init__(self, spec: Mapping[str, Any], ctx: BuildContext, key: str) -> None:
+        super().__init__(spec, ctx)
+        config = spec["config"]
+        fields = config["input_fields"]
+        self.key = key
+        scope = _stream_scope(fields, ctx, key)
+        self.condition = _compile(config["if"], scope) if config.get("if") else None
+        target_scope = Scope(
+            fields=_types(ctx.device_attributes), namespaces={"event": Namespace("event", _types(fields))}
+        )
+        self.actions: list[dict[str, Any]] = []
+        for action in config["actions"]:
+            built: dict[str, Any] = {"spec": action}
+            if "command" in action:
+                built["targets"] = _compile(action["targets"], target_scope) if action.get("targets") else None
+                built["params"] = [(k, _compile(v, scope)) for k, v in (action.get("params") or {}).items()]
+                expires = action.get("expires")
+                built["expires"] = _seconds(expires) if expires is not None else None
+            self.actions.append(built)
+        self.counter = 0
+        cooldown = config.get("cooldown")
+        self.cooldown = _seconds(cooldown) if cooldown is not None else None
+        #: device -> event time the rule last fired for it (only with a cooldown)
+        self.last_fired: dict[Any, float] = {}
+
+    def process(self, batch: list[Event], records: list[Record]) -> list[Event]:
+        """Evaluate the rule on each event; pass the events that fired on (for chaining)."""
+        fired = []
+        cooldown, last_fired, key = self.cooldown, self.last_fired, self.key
+        for event in batch:
+            try:
+                if self.condition is not None and not self.condition(event):
+                    continue
+                if cooldown is not None:
+                    previous = last_fired.get(event[key])
+                    if previous is not None and event[TIME_KEY] - previous < cooldown:
+                        continue
+                    last_fired[event[key]] = event[TIME_KEY]
+                for action in self.actions:
+                    self._run(action, event, records)
+            except (ExprError, KeyError, TypeError) as exc:
+                self._dead(event, f"rule '{self.name}' failed: {_reason(exc)}", records)
+                continue
+            fired.append(event)
+        return fired
+
+    def _run(self, action: Mapping[str, Any], event: Event, records: list[Record]) -> None:
+        spec = action["spec"]
+        at = event[TIME_KEY]
+        device = event.get(self.key)
+        if "alert" in spec:
+            records.append(
+                make_record(
+                    "alert",
+                    at,
+                    self.name,
+                    severity=spec.get("severity", "warning"),
+                    message=render_template(spec["alert"], event),
+                    device=device,
+                    segment=self.segment,
+                )
+            )
+            return
+        params = {name: fn(event) for name, fn in action["params"]}
+        targets = action["targets"]
+        for target in self.ctx.devices_in_scope():
+            attrs = target.as_attributes()
+            if targets is not None:
+                if not targets({**attrs, "event": event}):
+                    continue
+            elif target.id != device:
+                continue  # without targets a command goes to the device that sent the event
+            records.append(self._command(spec, action, target, params, at, device))
+
+    def _command(
+        self, spec: Mapping[str, Any], action: Mapping[str, Any], target: Device, params: dict[str, Any], at: float,
+        trigger: Any,
+    ) -> Record:
+        self.counter += 1
+        command = spec["command"]
+        command_id = f"{self.segment}/{self.name}/{self.counter}"
+        type_spec = self.ctx.device_types.get(target.type) or {}
+        commands = type_spec.get("commands") or {}
+        if command not in commands:
+            return make_record(
+                "command_result", at, self.name, command_id=command_id, command=command, device=target.id,
+                status="rejected", reason=f"device type '{target.type}' has no command '{command}'",
+                segment=self.segment,
+            )
+        payload = select_payload(commands[command], target.firmware)
+        if payload is None:
+            return make_record(
+                "command_result", at, self.name, command_id=command_id, command=command, device=target.id,
+                status="rejected", reason=f"firmware {target.firmware} does not support '{command}'",
+                segment=self.segment,
+            )
+        payload.update(params)
+        record = make_record(
+            "command", at, self.name, command_id=command_id, command=command, device=target.id, payload=payload,
+            trigger=trigger, segment=self.segment,
+        )
+        if action["expires"] is not None:
+            record["expires_in"] = action["expires"]
+        return record
+
+
+def _seconds(value: Any) -> float:
+    from .clock import parse_duration
+
+    return parse_duration(value)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ExprError):
+        return exc.message
+    if isinstance(exc, KeyError):
+        return f"missing field {exc.args[0]!r}"
+    return str(exc)
+
+
+Builder = Callable[[Mapping[str, Any], BuildContext, str], Operator]
+
+#: The closed registry of operator kinds the interpreter can run (capability modules add theirs).
+OPERATOR_BUILDERS: dict[str, Builder] = {
+    "source": lambda spec, ctx, key: SourceOperator(spec, ctx),
+    "filter": FilterOperator,
+    "derive": DeriveOperator,
+    "rule": RuleOperator,
+}
+
+
+def build_operator(spec: Mapping[str, Any], ctx: BuildContext, key: str) -> Operator:
+    """Build the operator for a plan entry; ``key`` is the device-key field of the stream it reads."""
+    builder = OPERATOR_BUILDERS.get(spec["kind"])
+    if builder is None:
+        from ..errors import PlanError
+
+        raise PlanError(f"operator kind '{spec['kind']}' is not supported by this engine", code="unsupported")
+    return builder(spec, ctx, key)
