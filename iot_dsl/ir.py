@@ -132,6 +132,10 @@ def build_workflow(doc: SourceDoc) -> Workflow:
     for sink_name, raw in _mapping(data.get("sinks")).items():
         if isinstance(raw, Mapping):
             _add_sink(wf, str(sink_name), raw)
+    from .capabilities import capabilities
+
+    for capability in capabilities():
+        capability.build(wf)
     return wf
 
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import jsonschema
 from jsonschema.exceptions import ValidationError
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
 
 from .errors import SchemaError, did_you_mean
 from .source import SourceDoc
 
-__all__ = ["schema_text", "workflow_schema", "validate_document", "KNOWN_TOP_LEVEL_KEYS"]
+__all__ = ["schema_text", "workflow_schema", "bundled_schema", "schema_documents", "validate_document", "KNOWN_TOP_LEVEL_KEYS"]
 
 _TYPE_WORDS = {
     "object": "a mapping",
@@ -32,23 +34,67 @@ _TYPE_WORDS = {
 }
 
 
-def schema_text() -> str:
-    """Return the workflow JSON Schema exactly as shipped (for ``iot-dsl schema`` and editors)."""
-    return resources.files("iot_dsl").joinpath("schemas/workflow.schema.json").read_text(encoding="utf-8")
+ROOT_SCHEMA = "workflow.schema.json"
 
 
 @cache
+def schema_documents() -> dict[str, Mapping[str, Any]]:
+    """Every shipped schema file by name: the root ``workflow.schema.json`` and one file per capability."""
+    folder = resources.files("iot_dsl").joinpath("schemas")
+    docs: dict[str, Mapping[str, Any]] = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".schema.json"):
+            docs[entry.name] = json.loads(entry.read_text(encoding="utf-8"))
+    return docs
+
+
 def workflow_schema() -> Mapping[str, Any]:
-    """Return the parsed workflow JSON Schema (2020-12)."""
-    loaded: Mapping[str, Any] = json.loads(schema_text())
-    return loaded
+    """Return the root workflow JSON Schema (2020-12); it references the capability schema files."""
+    return schema_documents()[ROOT_SCHEMA]
+
+
+def _rewrite_refs(node: Any, current: str) -> Any:
+    """Turn cross-file refs into refs inside one bundled document (``#/$defs/<file stem>/...``)."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                target, _, pointer = value.partition("#")
+                target = target or current
+                prefix = "#" if target == ROOT_SCHEMA else f"#/$defs/{target.removesuffix('.schema.json')}"
+                out[key] = prefix + pointer
+            else:
+                out[key] = _rewrite_refs(value, current)
+        return out
+    if isinstance(node, list):
+        return [_rewrite_refs(item, current) for item in node]
+    return node
+
+
+def bundled_schema() -> dict[str, Any]:
+    """The whole language as ONE self-contained schema document (capability files folded into ``$defs``)."""
+    docs = schema_documents()
+    bundle: dict[str, Any] = _rewrite_refs(dict(docs[ROOT_SCHEMA]), ROOT_SCHEMA)
+    defs = bundle.setdefault("$defs", {})
+    for name, doc in docs.items():
+        if name != ROOT_SCHEMA:
+            part = _rewrite_refs({k: v for k, v in doc.items() if k != "$schema"}, name)
+            defs[name.removesuffix(".schema.json")] = part
+    return bundle
+
+
+def schema_text() -> str:
+    """The bundled workflow JSON Schema as text (what ``iot-dsl schema`` prints)."""
+    return json.dumps(bundled_schema(), indent=2) + "\n"
 
 
 @cache
 def _validator() -> jsonschema.Draft202012Validator:
-    schema = workflow_schema()
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    registry: Registry[Any] = Registry()
+    for name, doc in schema_documents().items():
+        jsonschema.Draft202012Validator.check_schema(doc)
+        registry = registry.with_resource(name, DRAFT202012.create_resource(doc))
+    return jsonschema.Draft202012Validator(workflow_schema(), registry=registry)
 
 
 KNOWN_TOP_LEVEL_KEYS: tuple[str, ...] = tuple(workflow_schema()["properties"])
@@ -68,14 +114,15 @@ def _describe(value: Any) -> str:
     return "a mapping"
 
 
-def _resolve(schema: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Follow local ``$ref``s so messages can read ``x-message`` and property lists."""
-    root = workflow_schema()
+def _resolve(schema: Mapping[str, Any], current: str = ROOT_SCHEMA) -> Mapping[str, Any]:
+    """Follow ``$ref``s (within and across the shipped files) so messages can read ``x-message`` and properties."""
+    docs = schema_documents()
     seen = 0
     while "$ref" in schema and seen < 16:
-        ref = str(schema["$ref"])
-        node: Any = root
-        for part in ref.lstrip("#/").split("/"):
+        target, _, pointer = str(schema["$ref"]).partition("#")
+        current = target or current
+        node: Any = docs[current]
+        for part in [p for p in pointer.split("/") if p]:
             node = node[part]
         schema = node
         seen += 1
@@ -88,11 +135,29 @@ def _type_word(expected: Any) -> str:
     return _TYPE_WORDS.get(str(expected), str(expected))
 
 
+def _types(schema: Mapping[str, Any]) -> list[str]:
+    """The JSON types a (sub)schema accepts, following ``$ref`` and ``anyOf``/``oneOf`` alternatives."""
+    schema = _resolve(schema)
+    if "type" in schema:
+        declared = schema["type"]
+        return [str(t) for t in declared] if isinstance(declared, list) else [str(declared)]
+    alternatives = schema.get("anyOf") or schema.get("oneOf") or ()
+    return [t for alternative in alternatives for t in _types(alternative)]
+
+
+def _fits(schema: Mapping[str, Any], instance: Any) -> bool:
+    """Whether ``instance`` has one of the JSON types ``schema`` accepts (a schema without types accepts all)."""
+    types = _types(schema)
+    return not types or any(_validator().is_type(instance, t) for t in types)
+
+
 def _errors_for(error: ValidationError, doc: SourceDoc) -> Iterator[SchemaError]:
     path: tuple[str | int, ...] = tuple(error.absolute_path)
     schema = _resolve(error.schema) if isinstance(error.schema, Mapping) else {}
     custom = schema.get("x-message") if isinstance(schema, Mapping) else None
     kind = error.validator
+    if kind != "type" and "type" in schema and not _fits(schema, error.instance):
+        return  # a value of the wrong type: its "type" error says so, the schema's other keywords add only noise
 
     if kind == "additionalProperties" and isinstance(error.instance, Mapping):
         allowed = list(schema.get("properties", {}))
@@ -119,14 +184,11 @@ def _errors_for(error: ValidationError, doc: SourceDoc) -> Iterator[SchemaError]
         message = f"{_describe(error.instance)} is not one of: {', '.join(options)}"
         yield _make(doc, message, path, code="enum", hint=hint)
         return
-    if kind == "propertyNames":
-        parent_schema = _resolve(schema.get("propertyNames", {}))
-        reason = parent_schema.get("x-message", "invalid name")
-        bad = error.instance if isinstance(error.instance, str) else str(error.instance)
-        yield _make(doc, f"invalid name '{bad}': {reason}", (*path, bad), code="name", key=True)
-        return
-    if kind in ("oneOf", "anyOf") and isinstance(error.instance, Mapping) and "command" in error.instance and "alert" in error.instance:
-        yield _make(doc, str(custom or "choose one alternative"), path, code="one_of")
+    if "propertyNames" in error.absolute_schema_path:
+        # jsonschema reports a bad key as a failure of the name's own schema ('pattern'), located at the mapping
+        # that holds it: point at the key itself instead.
+        bad = str(error.instance)
+        yield _make(doc, f"invalid name '{bad}': {custom or 'invalid name'}", (*path, bad), code="name", key=True)
         return
     if kind == "oneOf" and isinstance(error.instance, Mapping):
         yield _make(doc, str(custom or "none of the alternatives matches"), path, code="one_of")
@@ -145,8 +207,18 @@ def _errors_for(error: ValidationError, doc: SourceDoc) -> Iterator[SchemaError]
         yield _make(doc, f"too long (at most {error.validator_value} characters)", path, code="too_long")
         return
     if kind in ("anyOf", "oneOf"):
+        alternatives = list(error.validator_value)
+        fitting = [i for i, alternative in enumerate(alternatives) if _fits(alternative, error.instance)]
+        inner = [sub for sub in error.context or () if fitting == [sub.relative_schema_path[0]]]
+        if inner:
+            # the value has the right form (e.g. a firmware mapping) but something inside it is wrong: say what
+            for sub in inner:
+                yield from _errors_for(sub, doc)
+            return
         # e.g. a firmware selector that is neither a string, a list nor a mapping
-        yield _make(doc, f"{_describe(error.instance)} is not an accepted form here", path, code=str(kind))
+        words = [_type_word(t) for alternative in alternatives for t in _types(alternative)]
+        hint = f"expected {', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else None
+        yield _make(doc, f"{_describe(error.instance)} is not an accepted form here", path, code=str(kind), hint=hint)
         return
     yield _make(doc, str(error.message), path, code=str(kind))  # pragma: no cover - every keyword we use is mapped
 

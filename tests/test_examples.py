@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 
 from iot_dsl import compile_file
-from iot_dsl.schema import workflow_schema
+from iot_dsl.schema import bundled_schema
 from iot_dsl.source import load_file
 from iot_dsl.testing import by_kind, run_workflow
 
@@ -20,7 +20,7 @@ EXAMPLES = sorted(WORKFLOWS.glob("*.yaml"))
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_compiles_and_has_the_schema_modeline(path: Path) -> None:
     assert path.read_text().splitlines()[0] == "# yaml-language-server: $schema=../iot_dsl/schemas/workflow.schema.json"
-    jsonschema.validate(load_file(path).data, workflow_schema())
+    jsonschema.validate(load_file(path).data, bundled_schema())
     compile_file(path)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from iot_dsl.errors import ExprError
@@ -355,9 +353,7 @@ def test_constant_folding() -> None:
     ["9**9**9**9", "2 ** 2000", "temp ** 1025", "10.0 ** 400", "2 ** 1000", "1e300 * 10", "-1e300 * 1e10", "exp(1000)"],
 )
 def test_too_large(text: str) -> None:
-    start = time.perf_counter()
     error = err(text)
-    assert time.perf_counter() - start < 0.5
     assert error.code == "too_large", error.message
     assert error.message.startswith("number too large")
 

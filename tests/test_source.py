@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from textwrap import dedent
@@ -35,29 +34,15 @@ def load(text: str, limits: Limits = Limits()) -> SourceDoc:
 
 
 def refuse(text: str, code: str, limits: Limits = Limits()) -> LoadError:
-    """Load ``text``, expect a LoadError with ``code``, and check the refusal is fast (best of 3 < 0.1 s).
-
-    The pure-Python fallback parser gets 0.5 s: it scans a 70 kB scalar character by character (slower still
-    under coverage tracing) before the event that is refused exists.
-    """
+    """Load ``text`` and expect a LoadError with ``code`` (how fast that happens is measured in benchmarks/)."""
     return refused(lambda: load_text(text, "bad.yaml", limits), code)
 
 
 def refused(action: Callable[[], Any], code: str) -> LoadError:
-    bound = 0.1 if source._LOADER is not source._PyLoader else 0.5
-    best = math.inf
-    error: LoadError | None = None
-    for _ in range(3):
-        started = time.perf_counter()
-        with pytest.raises(LoadError) as info:
-            action()
-        best = min(best, time.perf_counter() - started)
-        error = info.value
-        if best < bound:
-            break
-    assert error is not None
+    with pytest.raises(LoadError) as info:
+        action()
+    error = info.value
     assert error.code == code, error.render()
-    assert best < bound, f"refusal took {best:.3f}s"
     return error
 
 
@@ -725,7 +710,7 @@ def alias_bomb(levels: int = 9, width: int = 9) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_alias_bomb_is_refused_fast() -> None:
+def test_alias_bomb_is_refused() -> None:
     bomb = alias_bomb()
     assert len(bomb) < 350
     error = refuse(bomb, "alias_limit")

@@ -17,7 +17,7 @@ from ..expr import BOOLEAN, Namespace, Scope, check_expr, is_assignable, parse_e
 from ..ir import Node, Workflow
 from ..runtime.firmware import parse_range
 
-__all__ = ["run", "device_attribute_types", "stream_scope", "target_scope", "ENVELOPE_FIELDS"]
+__all__ = ["run", "check_expression", "device_attribute_types", "stream_scope", "target_scope", "ENVELOPE_FIELDS"]
 
 #: Fields every source stream may carry besides its declared ones (the simulator and transports fill them).
 ENVELOPE_FIELDS: dict[str, str] = {"seq": "integer", "type": "string", "site": "string", "group": "string"}
@@ -57,7 +57,8 @@ def target_scope(event_fields: Mapping[str, str], device_attributes: Mapping[str
     return Scope(fields=_types(device_attributes), namespaces={"event": Namespace("event", _types(event_fields))})
 
 
-def _check(wf: Workflow, text: Any, path: tuple[str | int, ...], scope: Scope, expect: Any = None) -> Any:
+def check_expression(wf: Workflow, text: Any, path: tuple[str | int, ...], scope: Scope, expect: Any = None) -> Any:
+    """Parse and type-check the expression at ``path``; on error append a positioned ExprError and return None."""
     if not isinstance(text, str):
         return None
     try:
@@ -103,7 +104,7 @@ def run(wf: Workflow) -> None:
     attr_scope = Scope(fields=_types(attributes))
     _check_firmware_ranges(wf)
     for name, gateway in sorted(wf.gateways.items()):
-        _check(wf, gateway.get("devices"), ("edge", "gateways", name, "devices"), attr_scope, BOOLEAN)
+        check_expression(wf, gateway.get("devices"), ("edge", "gateways", name, "devices"), attr_scope, BOOLEAN)
 
     for node_id in nx.lexicographical_topological_sort(wf.graph):
         node = wf.node(node_id)
@@ -113,28 +114,38 @@ def run(wf: Workflow) -> None:
         inputs = _input_fields(wf, node)
         node.config["input_fields"] = inputs
         if node.kind == "filter":
-            _check(wf, node.config.get("where"), (*node.path, "where"), stream_scope(inputs, attributes), BOOLEAN)
+            check_expression(wf, node.config.get("where"), (*node.path, "where"), stream_scope(inputs, attributes), BOOLEAN)
             node.fields = dict(inputs)
         elif node.kind == "derive":
             fields = dict(inputs)
             for key, text in node.config["derive"]:
-                result = _check(wf, text, (*node.path, "derive", key), stream_scope(fields, attributes))
+                result = check_expression(wf, text, (*node.path, "derive", key), stream_scope(fields, attributes))
                 fields[str(key)] = type_name(result) if result is not None else "any"
             node.fields = fields
         elif node.kind == "rule":
             _check_rule(wf, node, inputs, attributes)
+        else:
+            check = _capability_checks().get(node.kind)
+            if check is not None:
+                check(wf, node, inputs, attributes)
+
+
+def _capability_checks() -> dict[str, Any]:
+    from ..capabilities import capabilities
+
+    return {kind: fn for cap in capabilities() for kind, fn in cap.checks.items()}
 
 
 def _check_rule(wf: Workflow, node: Node, inputs: dict[str, str], attributes: dict[str, str]) -> None:
     scope = stream_scope(inputs, attributes)
-    _check(wf, node.config.get("if"), (*node.path, "if"), scope, BOOLEAN)
+    check_expression(wf, node.config.get("if"), (*node.path, "if"), scope, BOOLEAN)
     for index, action in enumerate(node.config["actions"]):
         base = (*node.path, "do", index)
         if "targets" in action:
-            _check(wf, action["targets"], (*base, "targets"), target_scope(inputs, attributes), BOOLEAN)
+            check_expression(wf, action["targets"], (*base, "targets"), target_scope(inputs, attributes), BOOLEAN)
         declared = _declared_params(wf, action.get("command"))
         for key, text in (action.get("params") or {}).items():
-            result = _check(wf, text, (*base, "params", key), scope)
+            result = check_expression(wf, text, (*base, "params", key), scope)
             if declared is None:
                 continue
             if key not in declared:

@@ -86,7 +86,9 @@ class Engine:
         self.running = [s["name"] for s in self.plan.segments if segment is None or s["name"] == segment]
         self._gateway_of_cache: dict[str, str | None] = {}
         self._gateways = self._compile_gateways(data["gateways"])
-        self._key_of = self._device_keys()
+        self._key_of, self._source_of = self._device_keys()
+        #: source stream -> watermark, shared by all segments run here
+        self.watermarks: dict[str, float] = {}
         self._source_segments = self._sources()
         self._time_field = {
             op["name"]: op["config"]["time"] for s in self.plan.segments for op in s["operators"] if op["kind"] == "source"
@@ -96,21 +98,29 @@ class Engine:
         self._order = [n for n in self.running if n != "cloud"] + [n for n in self.running if n == "cloud"]
         self._sinks = [op for s in self.plan.segments if s["name"] in self.running for op in s["operators"] if op["kind"] == "sink"]
         self._subscribe_links()
+        #: whether any operator reacts to time (then every push runs every segment's on_time)
+        self._timed = any(
+            type(op).on_time is not Operator.on_time for seg in self._segments.values() for op in seg.operators
+        )
 
     # ----------------------------------------------------------------------------------------------- building
     def _compile_gateways(self, gateways: Mapping[str, Any]) -> list[tuple[str, Callable[[Any], Any]]]:
         scope = Scope(fields={k: type_from_name(v) for k, v in self.plan.data["device_attributes"].items()})
         return [(name, compile_expr(parse_expr(spec["devices"]), scope)) for name, spec in sorted(gateways.items())]
 
-    def _device_keys(self) -> dict[str, str]:
+    def _device_keys(self) -> tuple[dict[str, str], dict[str, str]]:
+        """For every operator: the device-key field and the name of the source stream its events come from."""
         keys: dict[str, str] = {}
+        sources: dict[str, str] = {}
         ops = {op["id"]: op for seg in self.plan.segments for op in seg["operators"]}
         for op_id, op in ops.items():
             cursor = op
             while cursor["kind"] != "source" and cursor.get("inputs"):
                 cursor = ops[cursor["inputs"][0]]
             keys[op_id] = cursor["config"].get("key", "device") if cursor["kind"] == "source" else "device"
-        return keys
+            if cursor["kind"] == "source":
+                sources[op_id] = cursor["name"]
+        return keys, sources
 
     def _sources(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -129,6 +139,14 @@ class Engine:
             attributes_of=self.registry.attributes,
             devices_in_scope=(lambda: iter(self.registry)) if name == "cloud" else (lambda: self._served_by(name)),
             now=self.clock.now,
+            workflow=self.name,
+            clock=self.clock,
+            transport=self.transport,
+            store=self.store,
+            registry=self.registry,
+            plan=self.plan.data,
+            watermarks=self.watermarks,
+            source_of=self._source_of,
         )
         members = {op["id"] for op in spec["operators"]}
         operators = [
@@ -207,10 +225,50 @@ class Engine:
             if target is not None:
                 segment, op_id = target
                 self._segments[segment].inbox.setdefault(op_id, []).append(event)
+        now = self.clock.now()
         for name in self._order:
-            self._run_segment(self._segments[name], records)
+            self._run_segment(self._segments[name], records, lambda op, out: op.on_time(now, out))
         self._finish(records)
         return records
+
+    def advance_to(self, t: float) -> list[Record]:
+        """Move the clock to ``t`` (never backwards) and let every operator fire what is due; return the records."""
+        advance = getattr(self.clock, "advance_to", None)
+        if advance is not None:
+            advance(t)
+        now = self.clock.now()
+        records: list[Record] = []
+        for name in self._order:
+            self._run_segment(self._segments[name], records, lambda op, out: op.on_time(now, out), force=True)
+        self._finish(records)
+        return records
+
+    def finish(self) -> list[Record]:
+        """End of input: every operator emits what it still holds (open windows, pending timers)."""
+        records: list[Record] = []
+        for name in self._order:
+            self._run_segment(self._segments[name], records, lambda op, out: op.flush(out), force=True)
+        self._finish(records)
+        return records
+
+    def snapshot(self) -> dict[str, Any]:
+        """State of every stateful operator, JSON-serializable, keyed by segment and operator id."""
+        state: dict[str, Any] = {}
+        for name in self._order:
+            for op in self._segments[name].operators:
+                value = op.snapshot()
+                if value is not None:
+                    state.setdefault(name, {})[op.id] = value
+        return {"plan_sha256": self.plan.data["workflow"]["sha256"], "operators": state}
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Give operators back the state :meth:`snapshot` took (operators absent from the plan are ignored)."""
+        operators = snapshot.get("operators", {})
+        for name in self._order:
+            saved = operators.get(name, {})
+            for op in self._segments[name].operators:
+                if op.id in saved:
+                    op.restore(saved[op.id])
 
     def run(self, batches: Iterable[Iterable[Any]]) -> Iterator[Record]:
         """Push each batch in turn, yielding records as they are produced."""
@@ -246,15 +304,22 @@ class Engine:
             return None
         return owner, op_id
 
-    def _run_segment(self, segment: _Segment, records: list[Record]) -> None:
-        if not segment.inbox:
+    def _run_segment(
+        self,
+        segment: _Segment,
+        records: list[Record],
+        hook: Callable[[Operator, list[Record]], list[dict[str, Any]]],
+        force: bool = False,
+    ) -> None:
+        if not segment.inbox and not force and not self._timed:
             return
         produced_before = len(records)
         for op in segment.operators:
             batch = segment.inbox.pop(op.id, None)
-            if not batch:
-                continue
-            out = op.process(batch, records)
+            out = op.process(batch, records) if batch else []
+            extra = hook(op, records)
+            if extra:
+                out = [*out, *extra]
             if not out:
                 continue
             for successor in segment.local_successors.get(op.id, ()):

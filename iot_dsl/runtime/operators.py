@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..devices import Device
@@ -30,7 +30,7 @@ Event = dict[str, Any]
 
 @dataclass
 class BuildContext:
-    """What operators may use besides their own plan entry."""
+    """What operators may use besides their own plan entry: the ports and the device registry."""
 
     segment: str
     device_attributes: Mapping[str, str]
@@ -38,6 +38,17 @@ class BuildContext:
     attributes_of: Callable[[str], Mapping[str, Any]]
     devices_in_scope: Callable[[], Iterable[Device]]
     now: Callable[[], float]
+    workflow: str = ""
+    clock: Any = None
+    transport: Any = None
+    store: Any = None
+    registry: Any = None
+    plan: Mapping[str, Any] | None = None
+    #: source stream name -> its current watermark (event time up to which the stream is complete). Source
+    #: operators advance it after each batch; event-time operators read it in ``on_time``. ``flush`` means +inf.
+    watermarks: dict[str, float] = field(default_factory=dict)
+    #: operator id -> name of the source stream its events come from
+    source_of: Mapping[str, str] = field(default_factory=dict)
 
 
 class Operator:
@@ -53,6 +64,21 @@ class Operator:
     def process(self, batch: list[Event], records: list[Record]) -> list[Event]:
         """Return the events to pass on; append produced records to ``records``."""
         return batch
+
+    def on_time(self, now: float, records: list[Record]) -> list[Event]:
+        """Called after every batch and whenever the engine's clock advances: fire what is due at ``now``."""
+        return []
+
+    def flush(self, records: list[Record]) -> list[Event]:
+        """End of input (the final watermark): emit everything still held back."""
+        return []
+
+    def snapshot(self) -> Any:
+        """JSON-serializable state to restore after a restart (None: stateless)."""
+        return None
+
+    def restore(self, state: Any) -> None:
+        """Take back state produced by :meth:`snapshot`."""
 
     def _dead(self, event: Any, reason: str, records: list[Record]) -> None:
         at = event.get(TIME_KEY) if isinstance(event, dict) else None
@@ -103,6 +129,10 @@ class SourceOperator(Operator):
         self.time: str = config["time"]
         declared = {k: v for k, v in spec["fields"].items() if k not in (self.key, self.time)}
         self.checks = [(k, v) for k, v in sorted(declared.items()) if v not in ("any",)]
+        self.stream: str = config["stream"]
+        lateness = config.get("lateness") or 0
+        self.lateness = _seconds(lateness)
+        self.max_time = float("-inf")
 
     def process(self, batch: list[Event], records: list[Record]) -> list[Event]:
         """Admit well-formed events; everything else becomes a dead letter with the reason."""
@@ -140,7 +170,25 @@ class SourceOperator(Operator):
                     if name not in admitted and name in attrs:
                         admitted[name] = attrs[name]
             out.append(admitted)
+            if at > self.max_time:
+                self.max_time = at
+        if self.max_time > float("-inf"):
+            self.ctx.watermarks[self.stream] = self.max_time - self.lateness
         return out
+
+    def flush(self, records: list[Record]) -> list[Event]:
+        """End of input: the stream is complete, its watermark goes to +inf."""
+        self.ctx.watermarks[self.stream] = float("inf")
+        return []
+
+    def snapshot(self) -> Any:
+        """The highest event time seen (the watermark is derived from it)."""
+        return {"max_time": self.max_time} if self.max_time > float("-inf") else None
+
+    def restore(self, state: Any) -> None:
+        """Resume the watermark where the snapshot left it."""
+        self.max_time = float(state["max_time"])
+        self.ctx.watermarks[self.stream] = self.max_time - self.lateness
 
 
 class FilterOperator(Operator):
@@ -255,6 +303,8 @@ class RuleOperator(Operator):
 
     def _run(self, action: Mapping[str, Any], event: Event, records: list[Record]) -> None:
         spec = action["spec"]
+        if "command" not in spec and "alert" not in spec:
+            return  # e.g. ``orchestrate``: realized by the graph edge to the orchestration node
         at = event[TIME_KEY]
         device = event.get(self.key)
         if "alert" in spec:
@@ -340,7 +390,11 @@ OPERATOR_BUILDERS: dict[str, Builder] = {
 
 def build_operator(spec: Mapping[str, Any], ctx: BuildContext, key: str) -> Operator:
     """Build the operator for a plan entry; ``key`` is the device-key field of the stream it reads."""
+    from ..capabilities import capabilities
+
     builder = OPERATOR_BUILDERS.get(spec["kind"])
+    for capability in capabilities():
+        builder = builder or capability.operators.get(spec["kind"])
     if builder is None:
         from ..errors import PlanError
 

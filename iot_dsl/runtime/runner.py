@@ -135,10 +135,11 @@ def simulate(
         records = engine.push(batch)
         responder.observe(records, clock.now())
         yield from records
-        clock.advance_to(t)
+        yield from engine.advance_to(t)
         if progress is not None:
             progress(t - fleet.start, engine.stats.events_in)
-    clock.advance_to(end)
+    yield from engine.advance_to(end)
+    yield from engine.finish()
     yield from responder.due(end)
     if progress is not None:
         progress(duration, engine.stats.events_in)
@@ -196,6 +197,7 @@ def replay(
                 progress(batch_end - start, engine.stats.events_in)
         batch.append(event)
     yield from _flush(engine, responder, batch, clock, batch_end)
+    yield from engine.finish()
     if responder is not None:
         yield from responder.drain()
     if progress is not None:
@@ -211,4 +213,4 @@ def _flush(
     if responder is not None:
         responder.observe(records, clock.now())
     yield from records
-    clock.advance_to(until)
+    yield from engine.advance_to(until)
