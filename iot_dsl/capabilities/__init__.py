@@ -25,7 +25,11 @@ __all__ = ["Capability", "NodeCheck", "capabilities", "MODULES"]
 NodeCheck = Callable[["Workflow", "Node", dict[str, str], dict[str, str]], None]
 
 #: Every capability module, in the order their sections are built. Each defines ``CAPABILITY``.
-MODULES: tuple[str, ...] = ()
+MODULES: tuple[str, ...] = (
+    "iot_dsl.capabilities.patterns",
+    "iot_dsl.capabilities.telemetry",
+    "iot_dsl.capabilities.orchestration",
+)
 
 
 @dataclass(frozen=True)
