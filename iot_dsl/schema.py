@@ -120,11 +120,18 @@ def _resolve(schema: Mapping[str, Any], current: str = ROOT_SCHEMA) -> Mapping[s
     seen = 0
     while "$ref" in schema and seen < 16:
         target, _, pointer = str(schema["$ref"]).partition("#")
-        current = target or current
-        node: Any = docs[current]
-        for part in [p for p in pointer.split("/") if p]:
-            node = node[part]
-        schema = node
+        parts = [p for p in pointer.split("/") if p]
+        # a same-file ref ("#/$defs/x") may come from a capability file: try the current file first, then the rest
+        candidates = [target] if target else [current, *(name for name in docs if name != current)]
+        for name in candidates:
+            node: Any = docs.get(name)
+            for part in parts:
+                node = node.get(part) if isinstance(node, Mapping) else None
+            if isinstance(node, Mapping):
+                current, schema = name, node
+                break
+        else:
+            return {}
         seen += 1
     return schema
 

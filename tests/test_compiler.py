@@ -267,3 +267,33 @@ def test_target_and_param_expressions_are_checked_in_their_scopes() -> None:
         ("rules[0].do[0].params.speed", "unknown_field"),
         ("rules[0].do[0].targets", "unknown_field"),
     ]
+
+
+def test_four_kinds_of_error_are_reported_together_with_whole_messages() -> None:
+    """A misspelt key, an unknown field, a type error and a syntax error: all four in one run, pinned whole."""
+    path = FIXTURES / "workflows" / "four_errors.yaml"
+    with pytest.raises(DslErrors) as info:
+        compile_file(path)
+    name = str(path)
+    assert info.value.render() == "\n".join(
+        [
+            f"{name}:15:5: unknown key 'wher' (did you mean 'where'?)",
+            "  at streams.hot.wher",
+            '  15 |     wher: "temp > 90"',
+            "     |     ^^^^",
+            f"{name}:18:13: unknown field 'temprature' (known names: device, group, pressure, seq, site, temp, ts, type)",
+            "  at streams.very_hot.where",
+            '  18 |     where: "temprature > 95"',
+            "     |             ^^^^^^^^^^",
+            f"{name}:22:10: condition must be boolean, got number",
+            "  at rules[0].if",
+            '  22 |     if: "pressure + 1"',
+            "     |          ^^^^^^^^^^^^",
+            f"{name}:25:38: unexpected end of expression — expected ')'",
+            "  at rules[0].do[0].targets",
+            '  25 |         targets: "id == (event.device"',
+            "     |                                      ^",
+        ]
+    )
+    codes = [e.code for e in info.value.errors]
+    assert codes == ["unknown_key", "unknown_field", "type", "syntax"]
