@@ -252,6 +252,25 @@ def render_template(text: str, event: Mapping[str, Any]) -> str:
     return _TEMPLATE.sub(lambda m: str(event[m.group(1)]) if m.group(1) in event else m.group(0), text)
 
 
+class _TargetRow:
+    """A candidate device's attributes with the triggering event under ``event`` (no per-device dict copy)."""
+
+    __slots__ = ("attrs", "event")
+
+    def __init__(self, attrs: Mapping[str, Any], event: Mapping[str, Any]) -> None:
+        self.attrs = attrs
+        self.event = event
+
+    def __getitem__(self, name: str) -> Any:
+        return self.event if name == "event" else self.attrs[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.event if name == "event" else self.attrs.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name == "event" or name in self.attrs
+
+
 class RuleOperator(Operator):
     """When an event satisfies ``if``, run the actions: command records per target device, or an alert."""
 
@@ -323,9 +342,8 @@ class RuleOperator(Operator):
         params = {name: fn(event) for name, fn in action["params"]}
         targets = action["targets"]
         for target in self.ctx.devices_in_scope():
-            attrs = target.as_attributes()
             if targets is not None:
-                if not targets({**attrs, "event": event}):
+                if not targets(_TargetRow(target.as_attributes(), event)):
                     continue
             elif target.id != device:
                 continue  # without targets a command goes to the device that sent the event

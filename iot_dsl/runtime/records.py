@@ -6,9 +6,13 @@ workflow element that produced it.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from .clock import format_time
+
+#: Records of one batch share few distinct times: format each once.
+_format_at = lru_cache(maxsize=8192)(format_time)
 
 __all__ = ["Record", "make_record", "dead_letter", "RECORD_KINDS"]
 
@@ -32,7 +36,7 @@ RECORD_KINDS: tuple[str, ...] = (
 
 def make_record(kind: str, at: float, node: str, **fields: Any) -> Record:
     """Build a record: ``{"kind", "at", "node", **fields}``."""
-    record: Record = {"kind": kind, "at": format_time(at), "node": node}
+    record: Record = {"kind": kind, "at": _format_at(at), "node": node}
     record.update(fields)
     return record
 
