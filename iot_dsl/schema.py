@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 from jsonschema.exceptions import ValidationError
@@ -138,7 +138,7 @@ def _resolve(schema: Mapping[str, Any], current: str = ROOT_SCHEMA) -> Mapping[s
 
 def _type_word(expected: Any) -> str:
     if isinstance(expected, list):
-        return " or ".join(_TYPE_WORDS.get(t, t) for t in expected)
+        return " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in expected)
     return _TYPE_WORDS.get(str(expected), str(expected))
 
 
@@ -185,11 +185,11 @@ def _errors_for(error: ValidationError, doc: SourceDoc) -> Iterator[SchemaError]
         yield _make(doc, f"expected {word}, got {_describe(error.instance)}", path, code="type")
         return
     if kind == "enum":
-        options = [str(o) for o in error.validator_value]
+        options = [str(o) for o in cast(list[Any], error.validator_value)]
         guess = did_you_mean(str(error.instance), options) if isinstance(error.instance, str) else None
-        hint = f"did you mean '{guess}'?" if guess else None
+        enum_hint = f"did you mean '{guess}'?" if guess else None
         message = f"{_describe(error.instance)} is not one of: {', '.join(options)}"
-        yield _make(doc, message, path, code="enum", hint=hint)
+        yield _make(doc, message, path, code="enum", hint=enum_hint)
         return
     if "propertyNames" in error.absolute_schema_path:
         # jsonschema reports a bad key as a failure of the name's own schema ('pattern'), located at the mapping
@@ -214,7 +214,7 @@ def _errors_for(error: ValidationError, doc: SourceDoc) -> Iterator[SchemaError]
         yield _make(doc, f"too long (at most {error.validator_value} characters)", path, code="too_long")
         return
     if kind in ("anyOf", "oneOf"):
-        alternatives = list(error.validator_value)
+        alternatives = list(cast(list[Any], error.validator_value))
         fitting = [i for i, alternative in enumerate(alternatives) if _fits(alternative, error.instance)]
         inner = [sub for sub in error.context or () if fitting == [sub.relative_schema_path[0]]]
         if inner:
@@ -224,8 +224,8 @@ def _errors_for(error: ValidationError, doc: SourceDoc) -> Iterator[SchemaError]
             return
         # e.g. a firmware selector that is neither a string, a list nor a mapping
         words = [_type_word(t) for alternative in alternatives for t in _types(alternative)]
-        hint = f"expected {', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else None
-        yield _make(doc, f"{_describe(error.instance)} is not an accepted form here", path, code=str(kind), hint=hint)
+        form_hint = f"expected {', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else None
+        yield _make(doc, f"{_describe(error.instance)} is not an accepted form here", path, code=str(kind), hint=form_hint)
         return
     yield _make(doc, str(error.message), path, code=str(kind))  # pragma: no cover - every keyword we use is mapped
 
