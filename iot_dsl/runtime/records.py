@@ -22,6 +22,7 @@ Record = dict[str, Any]
 RECORD_KINDS: tuple[str, ...] = (
     "event",
     "match",
+    "pattern_timeout",
     "aggregate",
     "anomaly",
     "alert",

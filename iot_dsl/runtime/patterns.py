@@ -1,0 +1,365 @@
+"""Pattern operators: a stream's events in, ``match`` records and match events for rules out, on event time.
+
+Events are buffered until the stream's watermark passes them, then processed per key in event-time order, so
+disorder up to the stream's ``lateness`` does not change what matches. Absence deadlines and ``for`` durations
+fire when the watermark passes them, never on wall-clock time. Partial matches, buffered events and timers are
+snapshotted and restored with the engine.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from collections.abc import Callable, Mapping
+from operator import itemgetter
+from typing import Any
+
+from ..errors import ExprError
+from ..expr import Namespace, Scope, compile_expr, parse_expr, type_from_name
+from ..expr import BOOLEAN
+from .clock import format_time
+from .operators import TIME_KEY, BuildContext, Operator
+from .pattern_conditions import AggregateRef, Context, compile_condition
+from .pattern_sequence import CONTIGUITY, RELAXED, STRICT, KeyState, Run, SequenceMatcher, StepSpec, _links
+from .records import Record, make_record
+
+__all__ = ["PatternOperator", "HoldOperator", "build_pattern"]
+
+INF = float("inf")
+Event = dict[str, Any]
+_time = itemgetter(TIME_KEY)
+
+
+def _base_scope(fields: Mapping[str, str], ctx: BuildContext, key: str) -> Scope:
+    attributes_of = ctx.attributes_of
+    types = {k: type_from_name(v) for k, v in ctx.device_attributes.items()}
+    return Scope(
+        fields={k: type_from_name(v) for k, v in fields.items()},
+        namespaces={"device": Namespace("device", types, getter=lambda row: attributes_of(row[key]))},
+    )
+
+
+class _EventTimeOperator(Operator):
+    """Buffer events until the watermark passes them; process them per key in event-time order with timers."""
+
+    def __init__(self, spec: Mapping[str, Any], ctx: BuildContext, device_key: str) -> None:
+        super().__init__(spec, ctx)
+        config = spec["config"]
+        self.device_key = device_key
+        self.per: list[str] = list(config.get("per") or [device_key])
+        self.fields: dict[str, str] = dict(config["input_fields"])
+        self.scope = _base_scope(self.fields, ctx, device_key)
+        self.source = ctx.source_of.get(self.id)
+        #: held-back events: one chunk per batch, each sorted by event time (equal times in arrival order)
+        self.chunks: list[list[Event]] = []
+
+    def views(self) -> tuple[list[Any], Mapping[Any, Any], Callable[[Any], bool]]:
+        """Pending timers (a heap of tuples starting with the deadline), the keys with state, and the quick test
+        for an event of a key without state."""
+        raise NotImplementedError
+
+    def on_event(self, key: Any, event: Event, t: float, records: list[Record], out: list[Event]) -> None:
+        """Process one key's next event."""
+        raise NotImplementedError
+
+    def fire(self, limit: float, records: list[Record], out: list[Event]) -> None:
+        """Fire the timers due before ``limit``."""
+        raise NotImplementedError
+
+    def advance(self, watermark: float, records: list[Record]) -> None:
+        """After a release: housekeeping at the watermark (expiry of partial matches)."""
+
+    # the Operator protocol
+    def process(self, batch: list[Event], records: list[Record]) -> list[Event]:
+        """Hold the batch back until the watermark passes it."""
+        self.chunks.append(sorted(batch, key=_time))
+        return []
+
+    def on_time(self, now: float, records: list[Record]) -> list[Event]:
+        """Process what the source stream's watermark has released."""
+        watermark = self.ctx.watermarks.get(self.source, -INF)  # type: ignore[arg-type]
+        return self._release(watermark, records)
+
+    def flush(self, records: list[Record]) -> list[Event]:
+        """End of input: the watermark is +inf; everything buffered is processed and every timer fires."""
+        return self._release(INF, records)
+
+    def _release(self, watermark: float, records: list[Record]) -> list[Event]:
+        out: list[Event] = []
+        ready: list[Event] = []
+        for chunk in self.chunks:
+            cut = bisect_left(chunk, watermark, key=_time)
+            ready.extend(chunk[:cut])
+            del chunk[:cut]
+        if ready:
+            self.chunks = [chunk for chunk in self.chunks if chunk]
+            ready.sort(key=_time)  # merges the sorted runs; stable, so equal times stay in arrival order
+            self._process_ready(ready, records, out)
+        self.fire(watermark, records, out)
+        self.advance(watermark, records)
+        return out
+
+    def _process_ready(self, ready: list[Event], records: list[Record], out: list[Event]) -> None:
+        per = self.per
+        single = per[0] if len(per) == 1 else None
+        (timers, live, may_start), on_event = self.views(), self.on_event
+        for event in ready:
+            t = event[TIME_KEY]
+            if timers and timers[0][0] < t:
+                self.fire(t, records, out)
+            key = event.get(single) if single is not None else tuple(event.get(f) for f in per)
+            try:
+                if key in live:
+                    on_event(key, event, t, records, out)
+                elif key is None or (single is None and None in key):
+                    self._dead(event, f"pattern '{self.name}': missing key field ({', '.join(per)})", records)
+                elif may_start(event):
+                    on_event(key, event, t, records, out)
+            except ExprError as exc:
+                self._dead(event, f"pattern '{self.name}' cannot evaluate its condition: {exc.message}", records)
+
+    def buffered(self) -> list[Event]:
+        """The held-back events in arrival order of their batches (what a snapshot keeps)."""
+        return [event for chunk in self.chunks for event in chunk]
+
+    def key_fields(self, key: Any) -> dict[str, Any]:
+        """The key as ``{field: value}``."""
+        values = key if isinstance(key, tuple) else (key,)
+        return dict(zip(self.per, values))
+
+    def summary(self, event: Event) -> dict[str, Any]:
+        """How a match record lists an event: device, sequence number and event time (epoch seconds)."""
+        return {"device": event.get(self.device_key), "seq": event.get("seq"), "ts": event[TIME_KEY]}
+
+    def _match_event(self, last: Event, start: float, at: float) -> Event:
+        event = dict(last)
+        event[TIME_KEY] = at
+        event["match_start"] = start
+        event["match_end"] = last[TIME_KEY]
+        return event
+
+
+class PatternOperator(_EventTimeOperator):
+    """A ``sequence`` pattern: ordered steps with repetition, contiguity, optional steps, absence and ``within``."""
+
+    def __init__(self, spec: Mapping[str, Any], ctx: BuildContext, device_key: str) -> None:
+        super().__init__(spec, ctx, device_key)
+        config = spec["config"]
+        self.cell: list[Context] = [{}]
+        names = [step["name"] for step in config["steps"]]
+        self.names = names
+        aggregates: dict[str, AggregateRef] = {}
+        uses_context = False
+
+        def condition(text: str, earlier: list[str]) -> Callable[[Any], bool]:
+            nonlocal uses_context
+            fn, plan = compile_condition(text, earlier, self.fields, self.scope, self.cell)
+            aggregates.update({a.key: a for a in plan.aggregates})
+            uses_context = uses_context or bool(plan.refers)
+            return fn
+
+        compiled = []
+        for index, step in enumerate(config["steps"]):
+            earlier = names[:index]
+            compiled.append(
+                (
+                    step,
+                    condition(step["when"], earlier),
+                    condition(step["guard"], earlier) if step.get("guard") else None,
+                )
+            )
+        absent = config.get("absent")
+        absent_fn = condition(absent["when"], names) if absent else None
+        steps = [
+            StepSpec(
+                name=step["name"],
+                condition=when,
+                min=int(step["min"]),
+                max=INF if step.get("max") is None else float(step["max"]),
+                loop_mode=STRICT if step.get("consecutive") else RELAXED,
+                entry_mode=CONTIGUITY[step.get("contiguity") or "followed_by"],
+                guard=guard,
+                aggregates=tuple(a for a in aggregates.values() if a.step == step["name"]),
+            )
+            for step, when, guard in compiled
+        ]
+        self.counted = [step.name for step in steps if (step.min, step.max) != (1, 1)]
+        within = config.get("within")
+        self.within: float | None = float(within) if within is not None else None
+        self.emit_timeouts = bool(config.get("emit_timeouts"))
+        self.max_partial = int(config.get("max_partial") or 1000)
+        self.overflow_policy = config.get("overflow") or "drop_oldest"
+        self.matcher = SequenceMatcher(
+            steps,
+            absent=absent_fn,
+            absent_for=float(absent["for"]) if absent and absent.get("for") is not None else None,
+            within=self.within,
+            skip=(config.get("after_match") or "skip_past_last") == "skip_past_last",
+            max_partial=self.max_partial,
+            drop_oldest=self.overflow_policy == "drop_oldest",
+            aggregates=list(aggregates.values()),
+            uses_context=uses_context,
+            cell=self.cell,
+            emit=self._emit,
+            timeout=self._timeout if self.emit_timeouts else None,
+            overflow=self._overflow,
+        )
+        self.next_sweep = -INF
+        #: partial matches dropped by the per-key cap, all keys
+        self.dropped = 0
+
+    def views(self) -> tuple[list[Any], Mapping[Any, Any], Callable[[Any], bool]]:
+        """The matcher's absence deadlines, the keys with partial matches, and whether an event may start one."""
+        return self.matcher.timers, self.matcher.keys, self.matcher.may_start
+
+    def on_event(self, key: Any, event: Event, t: float, records: list[Record], out: list[Event]) -> None:
+        """Feed the matcher."""
+        self.matcher.on_event(key, event, t, records, out)
+
+    def fire(self, limit: float, records: list[Record], out: list[Event]) -> None:
+        """Complete partial matches whose absence deadline is before ``limit``."""
+        self.matcher.fire(limit, records, out)
+
+    def advance(self, watermark: float, records: list[Record]) -> None:
+        """Expire partial matches past ``within`` (at most every within/2 of event time)."""
+        if self.within is not None and watermark >= self.next_sweep:
+            self.matcher.sweep(watermark, records)
+            self.next_sweep = watermark + self.within / 2
+
+    def _steps_of(self, run: Run) -> dict[str, list[dict[str, Any]]]:
+        steps: dict[str, list[dict[str, Any]]] = {name: [] for name in self.names}
+        for j, event, _, _ in _links(run.chain):
+            steps[self.names[j]].append(self.summary(event))
+        return steps
+
+    def _emit(self, key: Any, run: Run, at: float, records: list[Record], out: list[Event]) -> None:
+        steps = self._steps_of(run)
+        last = run.chain[1]
+        records.append(
+            make_record(
+                "match", at, self.name, key=self.key_fields(key), start=format_time(run.start_t),
+                end=format_time(last[TIME_KEY]), steps=steps, segment=self.segment,
+            )
+        )
+        event = self._match_event(last, run.start_t, at)
+        for name in self.counted:
+            event[f"{name}_count"] = len(steps[name])
+        out.append(event)
+
+    def _timeout(self, key: Any, run: Run, records: list[Record]) -> None:
+        assert self.within is not None
+        records.append(
+            make_record(
+                "pattern_timeout", run.start_t + self.within, self.name, key=self.key_fields(key),
+                start=format_time(run.start_t), steps=self._steps_of(run), waiting_for=self.names[run.target],
+                segment=self.segment,
+            )
+        )
+
+    def _overflow(self, key: Any, state: KeyState, t: float, records: list[Record]) -> None:
+        self.dropped += state.dropped
+        records.append(
+            make_record(
+                "alert", t, self.name, severity="warning", key=self.key_fields(key), dropped=state.dropped,
+                message=f"pattern '{self.name}': more than {self.max_partial} partial matches for one key; "
+                f"{self.overflow_policy.replace('_', ' ')} (counted)",
+                segment=self.segment,
+            )
+        )
+
+    def snapshot(self) -> Any:
+        """Buffered events, partial matches (with the events they took) and absence timers."""
+        return {
+            "buffer": self.buffered(),
+            "matcher": self.matcher.snapshot(),
+            "next_sweep": self.next_sweep if self.next_sweep > -INF else None,
+            "dropped": self.dropped,
+        }
+
+    def restore(self, state: Any) -> None:
+        """Resume from :meth:`snapshot` output."""
+        self.chunks = [sorted(state["buffer"], key=_time)]
+        self.matcher.restore(state["matcher"])
+        self.next_sweep = state["next_sweep"] if state["next_sweep"] is not None else -INF
+        self.dropped = int(state["dropped"])
+
+
+class HoldOperator(_EventTimeOperator):
+    """``condition`` + ``for``: one match per key when the condition has held for the duration (event time).
+
+    The hold starts at the first event for which the condition is true; an event for which it is false (at or
+    before the deadline) ends it. A hold that reached its deadline matches once, at the deadline.
+    """
+
+    def __init__(self, spec: Mapping[str, Any], ctx: BuildContext, device_key: str) -> None:
+        super().__init__(spec, ctx, device_key)
+        config = spec["config"]
+        self.condition = compile_expr(parse_expr(config["condition"]), self.scope, expect=BOOLEAN)
+        self.duration = float(config["for"])
+        #: key -> [start time, timer id, first event, last event, matched]
+        self.holds: dict[Any, list[Any]] = {}
+        self.timers: list[tuple[float, int, Any]] = []
+        self.seq = 0
+
+    def views(self) -> tuple[list[Any], Mapping[Any, Any], Callable[[Any], bool]]:
+        """The hold deadlines, the keys whose condition holds, and the condition."""
+        return self.timers, self.holds, self.condition
+
+    def on_event(self, key: Any, event: Event, t: float, records: list[Record], out: list[Event]) -> None:
+        """Start, extend or end ``key``'s hold."""
+        hold = self.holds.get(key)
+        if self.condition(event):
+            if hold is None:
+                self.seq += 1
+                self.holds[key] = [t, self.seq, event, event, False]
+                heapq.heappush(self.timers, (t + self.duration, self.seq, key))
+            else:
+                hold[3] = event
+        else:
+            del self.holds[key]  # only keys with a hold reach here when the condition is false
+
+    def fire(self, limit: float, records: list[Record], out: list[Event]) -> None:
+        """Match every hold whose deadline is before ``limit`` and that was not broken."""
+        timers, holds = self.timers, self.holds
+        while timers and timers[0][0] < limit:
+            deadline, seq, key = heapq.heappop(timers)
+            hold = holds.get(key)
+            if hold is None or hold[1] != seq:
+                continue
+            start, _, first, last, _ = hold
+            hold[4] = True
+            steps = {"held": [self.summary(first)] + ([self.summary(last)] if last != first else [])}
+            records.append(
+                make_record(
+                    "match", deadline, self.name, key=self.key_fields(key), start=format_time(start),
+                    end=format_time(deadline), steps=steps, segment=self.segment,
+                )
+            )
+            out.append(self._match_event(last, start, deadline))
+
+    def snapshot(self) -> Any:
+        """Buffered events and running holds (their timers are rebuilt from them)."""
+        holds = [
+            {"key": list(k) if isinstance(k, tuple) else k, "start": h[0], "seq": h[1], "first": h[2], "last": h[3],
+             "matched": h[4]}
+            for k, h in self.holds.items()
+        ]
+        return {"buffer": self.buffered(), "holds": holds, "seq": self.seq}
+
+    def restore(self, state: Any) -> None:
+        """Resume from :meth:`snapshot` output."""
+        self.chunks = [sorted(state["buffer"], key=_time)]
+        self.seq = int(state["seq"])
+        self.holds, self.timers = {}, []
+        for saved in state["holds"]:
+            key = tuple(saved["key"]) if isinstance(saved["key"], list) else saved["key"]
+            self.holds[key] = [float(saved["start"]), int(saved["seq"]), saved["first"], saved["last"], saved["matched"]]
+            if not saved["matched"]:
+                heapq.heappush(self.timers, (float(saved["start"]) + self.duration, int(saved["seq"]), key))
+
+
+def build_pattern(spec: Mapping[str, Any], ctx: BuildContext, device_key: str) -> Operator:
+    """The operator for a pattern plan entry: a hold (``condition`` + ``for``) or a sequence matcher."""
+    if spec["config"].get("condition") is not None:
+        return HoldOperator(spec, ctx, device_key)
+    return PatternOperator(spec, ctx, device_key)
