@@ -64,7 +64,7 @@ class Workflow:
 
     doc: SourceDoc
     name: str
-    graph: nx.DiGraph
+    graph: nx.DiGraph[str]
     #: stream name -> id of the node that produces that stream's events
     stream_outputs: dict[str, str] = field(default_factory=dict)
     device_types: dict[str, Any] = field(default_factory=dict)
@@ -152,6 +152,7 @@ def _add_stream(wf: Workflow, name: str, raw: Mapping[str, Any]) -> None:
             "lateness": raw.get("lateness", 0),
             "declared_fields": dict(_mapping(raw.get("fields"))),
             "critical": bool(raw.get("critical", False)),
+            **_ingest_config(raw),
         }
         node = wf.add(Node(f"source:{name}", "source", name, path, config, placement, placement_path))
         wf.stream_outputs[name] = node.id
@@ -192,6 +193,51 @@ def _add_stream(wf: Workflow, name: str, raw: Mapping[str, Any]) -> None:
         if isinstance(upstream, str):
             wf.references.append((node.id, upstream, (*path, "from")))
     wf.stream_outputs[name] = previous
+
+
+def _ingest_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The ingestion part of a source stream's config (see docs/language-ingestion.md); durations as written."""
+    dedup = raw.get("dedup")
+    if isinstance(dedup, Mapping):
+        dedup_config: dict[str, Any] | None = {"window": dedup.get("window", 0), "max_ids": dedup.get("max_ids")}
+    elif dedup is not None and not isinstance(dedup, bool):
+        dedup_config = {"window": dedup, "max_ids": None}
+    else:
+        dedup_config = None
+    ident = raw.get("id")
+    future = _mapping(raw.get("future"))
+    checksum = _mapping(raw.get("checksum"))
+    queue = _mapping(raw.get("queue"))
+    critical = bool(raw.get("critical", False))
+    normalize = raw.get("normalize")
+    return {
+        "id": ident if isinstance(ident, str) else ("seq" if dedup_config is not None else None),
+        "dedup": dedup_config,
+        "allowed_lateness": raw.get("allowed_lateness", 0),
+        "future": {"tolerance": future.get("tolerance", 0), "policy": future.get("policy", "clamp")} if future else None,
+        "checksum": (
+            {"field": checksum.get("field"), "algorithm": checksum.get("algorithm", "crc32")} if checksum else None
+        ),
+        "normalize": [
+            {
+                "when": rule.get("when"),
+                "rename": dict(_mapping(rule.get("rename"))),
+                "scale": {str(k): dict(_mapping(v)) for k, v in _mapping(rule.get("scale")).items()},
+                "units": dict(_mapping(rule.get("units"))),
+            }
+            for rule in (normalize if isinstance(normalize, list) else [])
+            if isinstance(rule, Mapping)
+        ],
+        "queue": (
+            {
+                "max_events": queue.get("max_events", 100_000),
+                "on_full": queue.get("on_full", "backpressure" if critical else "shed"),
+                "keep": queue.get("keep", 0.1),
+            }
+            if queue
+            else None
+        ),
+    }
 
 
 def _add_rule(wf: Workflow, index: int, raw: Mapping[str, Any]) -> None:

@@ -81,12 +81,50 @@ def check_expression(wf: Workflow, text: Any, path: tuple[str | int, ...], scope
 
 
 def _source_fields(wf: Workflow, node: Node) -> dict[str, str]:
+    """Fields a source stream's events carry after normalisation (``normalize`` renames add their targets).
+
+    Also records ``raw_fields`` (the fields before normalisation, which ``normalize[].when`` reads) in the node's
+    config and checks the ingestion settings: ``when`` must be boolean, ``scale``/``units`` need number fields,
+    and a critical stream may not shed.
+    """
     config = node.config
     fields: dict[str, str] = {str(config["key"]): "string", str(config["time"]): "any", **ENVELOPE_FIELDS}
     device_type = wf.device_types.get(str(config.get("device_type")))
     if device_type:
         fields.update({str(k): str(v) for k, v in (device_type.get("telemetry") or {}).items()})
     fields.update({str(k): str(v) for k, v in config["declared_fields"].items()})
+    rules = config.get("normalize") or []
+    if not rules and not config.get("queue"):
+        return fields
+    raw = dict(fields)
+    for rule in rules:
+        for old, new in rule["rename"].items():
+            raw.setdefault(str(old), fields.get(str(new), "any"))
+            fields.setdefault(str(new), raw[str(old)])
+    config["raw_fields"] = dict(sorted(raw.items()))
+    attributes = device_attribute_types(wf.device_types)
+    for index, rule in enumerate(rules):
+        path = (*node.path, "normalize", index)
+        check_expression(wf, rule.get("when"), (*path, "when"), stream_scope(raw, attributes), BOOLEAN)
+        for section in ("scale", "units"):
+            for name in rule[section]:
+                kind = fields.get(str(name), "any")
+                if kind not in ("number", "integer", "any"):
+                    wf.errors.append(
+                        wf.doc.error(
+                            f"cannot {'scale' if section == 'scale' else 'convert'} field '{name}': it is {kind}, "
+                            "not a number",
+                            (*path, section, name), code="type", key=True, cls=CompileError,
+                        )
+                    )
+    queue = config.get("queue")
+    if queue and config.get("critical") and queue.get("on_full") in ("shed", "sample"):
+        wf.errors.append(
+            wf.doc.error(
+                f"a critical stream cannot {queue['on_full']}: use on_full: backpressure, or drop critical: true",
+                (*node.path, "queue", "on_full"), code="critical_shedding", cls=CompileError,
+            )
+        )
     return fields
 
 

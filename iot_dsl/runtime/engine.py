@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -23,6 +24,8 @@ from ..plan import Plan, load_plan
 from ..storage import MemoryStore, Store
 from ..transports import MemoryTransport, Transport
 from .clock import Clock, VirtualClock, parse_time
+from .ingest import DecodedBatch, SourceOperator, decode_lines
+from .ingest_state import IngestCounters
 from .operators import TIME_KEY, BuildContext, Operator, build_operator
 from .records import Record, dead_letter
 
@@ -36,14 +39,52 @@ def link_topic(workflow: str, link_id: str) -> str:
 
 @dataclass
 class EngineStats:
-    """Counters a run reports: events in, records out by kind."""
+    """Counters a run reports: events in, what ingestion did with them, and records out by kind.
+
+    Every event this engine takes in ends in exactly one disposition, so
+    ``events_in == processed + duplicates + dead_letters + late + shed`` (:meth:`reconciles`). ``dead_letters``
+    counts input events refused at ingestion (undecodable, unroutable or malformed); records about processed
+    events that fail later (a filter or rule error) are counted in ``records["dead_letter"]`` only. ``future``
+    counts events whose device clock ran ahead (whatever the policy did with them); ``dedup_evicted`` ids a full
+    de-duplication table forgot early. Events for segments another process runs are not counted.
+    """
 
     events_in: int = 0
     records: Counter[str] = field(default_factory=Counter)
+    processed: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    late: int = 0
+    shed: int = 0
+    future: int = 0
+    dedup_evicted: int = 0
+
+    def absorb(self, counters: IngestCounters) -> None:
+        """Add a source operator's counts."""
+        self.processed += counters.processed
+        self.duplicates += counters.duplicates
+        self.dead_letters += counters.dead_letters
+        self.late += counters.late
+        self.future += counters.future
+        self.dedup_evicted += counters.dedup_evicted
+
+    def reconciles(self) -> bool:
+        """Whether every event in is accounted for exactly once."""
+        return self.events_in == self.processed + self.duplicates + self.dead_letters + self.late + self.shed
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary."""
-        return {"events_in": self.events_in, "records": dict(sorted(self.records.items()))}
+        return {
+            "events_in": self.events_in,
+            "processed": self.processed,
+            "duplicates": self.duplicates,
+            "dead_letters": self.dead_letters,
+            "late": self.late,
+            "shed": self.shed,
+            "future": self.future,
+            "dedup_evicted": self.dedup_evicted,
+            "records": dict(sorted(self.records.items())),
+        }
 
 
 @dataclass
@@ -219,17 +260,80 @@ class Engine:
     def push(self, events: Iterable[Any]) -> list[Record]:
         """Process one batch of events; return the records it produced (in a deterministic order)."""
         records: list[Record] = []
+        self._admit(events if isinstance(events, list) else list(events), records)
+        return self._run_batch(records)
+
+    def push_raw(self, lines: Sequence[bytes | str]) -> list[Record]:
+        """Decode a batch of JSON lines with orjson and process it like :meth:`push`.
+
+        Lines that do not decode (invalid or truncated JSON, invalid UTF-8, empty) become dead letters with the
+        reason and the line's text; the rest go through the same path as :meth:`push`.
+        """
+        records: list[Record] = []
+        events, bad = decode_lines(lines, self.clock.now())
+        if bad:
+            self.stats.events_in += len(bad)
+            self.stats.dead_letters += len(bad)
+            records.extend(bad)
+        self._admit(events, records)
+        return self._run_batch(records)
+
+    def _admit(self, events: list[Any], records: list[Record]) -> None:
+        """Put each event in the inbox of the source operator that ingests it (dead letters for the rest)."""
+        owned = type(events) is DecodedBatch
+        target = self._whole_batch_target(events)
+        if target is not None:
+            self.stats.events_in += len(events)
+            inbox = self._segments[target[0]].inbox
+            inbox.setdefault(target[1], DecodedBatch() if owned else []).extend(events)
+            return
+        stats = self.stats
         for event in events:
-            self.stats.events_in += 1
-            target = self._route(event, records)
-            if target is not None:
-                segment, op_id = target
-                self._segments[segment].inbox.setdefault(op_id, []).append(event)
+            before = len(records)
+            routed = self._route(event, records)
+            if routed is not None:
+                stats.events_in += 1
+                segment, op_id = routed
+                self._segments[segment].inbox.setdefault(op_id, DecodedBatch() if owned else []).append(event)
+            elif len(records) > before:
+                stats.events_in += 1
+                stats.dead_letters += 1
+            # else: the event belongs to a segment another process runs
+
+    def _whole_batch_target(self, events: list[Any]) -> tuple[str, str] | None:
+        """The one inbox a whole batch goes to when no event needs routing on its own, else None."""
+        stream = self._default_stream
+        if stream is None or not events:
+            return None
+        segments = self._source_segments[stream]
+        if segments == ["cloud"] and "cloud" in self._segments:
+            segment = "cloud"
+        elif len(self.running) == 1 and self.running[0] in segments:
+            segment = self.running[0]
+        else:
+            return None
+        if set(map(type, events)) != {dict}:
+            return None
+        named = set(map(dict.get, events, repeat("stream")))
+        if not named <= {None, stream}:
+            return None
+        return segment, f"source:{stream}"
+
+    def _run_batch(self, records: list[Record]) -> list[Record]:
         now = self.clock.now()
         for name in self._order:
             self._run_segment(self._segments[name], records, lambda op, out: op.on_time(now, out))
+        self._collect_ingest()
         self._finish(records)
         return records
+
+    def _collect_ingest(self) -> None:
+        sources = self.__dict__.get("_ingest_operators")
+        if sources is None:
+            sources = [op for seg in self._segments.values() for op in seg.operators if isinstance(op, SourceOperator)]
+            self.__dict__["_ingest_operators"] = sources
+        for op in sources:
+            self.stats.absorb(op.take_counters())
 
     def advance_to(self, t: float) -> list[Record]:
         """Move the clock to ``t`` (never backwards) and let every operator fire what is due; return the records."""

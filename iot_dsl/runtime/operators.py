@@ -15,7 +15,6 @@ from typing import Any
 from ..devices import Device
 from ..errors import ExprError
 from ..expr import Namespace, Scope, compile_expr, parse_expr, type_from_name
-from .clock import parse_time
 from .firmware import select_payload
 from .records import Record, dead_letter, make_record
 
@@ -102,93 +101,6 @@ def _stream_scope(fields: Mapping[str, str], ctx: BuildContext, key: str) -> Sco
 
 def _compile(text: str, scope: Scope) -> Callable[[Any], Any]:
     return compile_expr(parse_expr(text), scope)
-
-
-_NUMBER = (int, float)
-#: Envelope fields filled from the device registry when an event does not carry them.
-_ENVELOPE = frozenset({"type", "site", "group"})
-
-
-def _type_ok(kind: str, value: Any) -> bool:
-    if value is None or kind in ("any", "list", "version", "duration"):
-        return True
-    if kind in ("number", "integer"):
-        return isinstance(value, _NUMBER) and not isinstance(value, bool) and (kind == "number" or float(value).is_integer())
-    if kind == "string":
-        return isinstance(value, str)
-    return isinstance(value, bool)  # boolean
-
-
-class SourceOperator(Operator):
-    """Admit events of one stream: check device key, event time and declared field types; stamp event time."""
-
-    def __init__(self, spec: Mapping[str, Any], ctx: BuildContext) -> None:
-        super().__init__(spec, ctx)
-        config = spec["config"]
-        self.key: str = config["key"]
-        self.time: str = config["time"]
-        declared = {k: v for k, v in spec["fields"].items() if k not in (self.key, self.time)}
-        self.checks = [(k, v) for k, v in sorted(declared.items()) if v not in ("any",)]
-        self.stream: str = config["stream"]
-        lateness = config.get("lateness") or 0
-        self.lateness = _seconds(lateness)
-        self.max_time = float("-inf")
-
-    def process(self, batch: list[Event], records: list[Record]) -> list[Event]:
-        """Admit well-formed events; everything else becomes a dead letter with the reason."""
-        out: list[Event] = []
-        key, time_field, checks = self.key, self.time, self.checks
-        attributes_of = self.ctx.attributes_of
-        for event in batch:
-            if not isinstance(event, dict):
-                self._dead(event, "event is not a JSON object", records)
-                continue
-            device = event.get(key)
-            if not isinstance(device, str) or not device:
-                self._dead(event, f"missing or invalid device key '{key}'", records)
-                continue
-            raw_time = event.get(time_field)
-            if raw_time is None:
-                self._dead(event, f"missing event time '{time_field}'", records)
-                continue
-            try:
-                at = parse_time(raw_time)
-            except (ValueError, TypeError):
-                self._dead(event, f"invalid event time '{time_field}': {raw_time!r}", records)
-                continue
-            bad = next((f for f, kind in checks if not _type_ok(kind, event.get(f))), None)
-            if bad is not None:
-                kind = dict(checks)[bad]
-                self._dead(event, f"field '{bad}' should be {kind}, got {type(event[bad]).__name__}", records)
-                continue
-            admitted = dict(event)
-            admitted[TIME_KEY] = at
-            if not _ENVELOPE <= admitted.keys():
-                # enrich from the device registry: type, site and group need not travel with every reading
-                attrs = attributes_of(device)
-                for name in _ENVELOPE:
-                    if name not in admitted and name in attrs:
-                        admitted[name] = attrs[name]
-            out.append(admitted)
-            if at > self.max_time:
-                self.max_time = at
-        if self.max_time > float("-inf"):
-            self.ctx.watermarks[self.stream] = self.max_time - self.lateness
-        return out
-
-    def flush(self, records: list[Record]) -> list[Event]:
-        """End of input: the stream is complete, its watermark goes to +inf."""
-        self.ctx.watermarks[self.stream] = float("inf")
-        return []
-
-    def snapshot(self) -> Any:
-        """The highest event time seen (the watermark is derived from it)."""
-        return {"max_time": self.max_time} if self.max_time > float("-inf") else None
-
-    def restore(self, state: Any) -> None:
-        """Resume the watermark where the snapshot left it."""
-        self.max_time = float(state["max_time"])
-        self.ctx.watermarks[self.stream] = self.max_time - self.lateness
 
 
 class FilterOperator(Operator):
@@ -397,9 +309,16 @@ def _reason(exc: BaseException) -> str:
 
 Builder = Callable[[Mapping[str, Any], BuildContext, str], Operator]
 
+
+def _build_source(spec: Mapping[str, Any], ctx: BuildContext, key: str) -> Operator:
+    # imported here: the ingestion module builds on this one (Operator, BuildContext, TIME_KEY)
+    from .ingest import build_source
+
+    return build_source(spec, ctx, key)
+
 #: The closed registry of operator kinds the interpreter can run (capability modules add theirs).
 OPERATOR_BUILDERS: dict[str, Builder] = {
-    "source": lambda spec, ctx, key: SourceOperator(spec, ctx),
+    "source": lambda spec, ctx, key: _build_source(spec, ctx, key),
     "filter": FilterOperator,
     "derive": DeriveOperator,
     "rule": RuleOperator,
