@@ -15,6 +15,7 @@ from typing import IO, Any
 import click
 import orjson
 
+from .cli_history import history
 from .compiler import compile_file
 from .errors import DslError
 from .graph import render_dot, render_mermaid
@@ -218,6 +219,9 @@ class _ProgressBar:
     def close(self) -> None:
         """Remove the bar."""
         self.progress.stop()
+
+
+cli.add_command(history)
 
 
 def main() -> None:

@@ -273,3 +273,17 @@ def test_run_yields_records_of_every_batch_and_clock_is_the_injected_one() -> No
 
 def test_templates_never_format_python_attributes() -> None:
     assert render_template("{device.__class__} {0} {x}", {"x": 1, "device": "d"}) == "{device.__class__} {0} 1"
+
+
+def test_each_gateway_keeps_its_own_watermark_and_the_cloud_sees_the_lowest() -> None:
+    plan = compile_file(FIXTURES / "workflows" / "two_gateways.yaml")
+    reg = registry_of(("s1", "sensor", "a", "1.0"), ("s3", "sensor", "b", "1.0"))
+    engine = Engine(plan, registry=reg)
+    engine.push([{"device": "s1", "ts": T0 + 50, "temp": 1.0}])
+    assert engine.watermarks["gw-a"]["telemetry"] == T0 + 50 and "telemetry" not in engine.watermarks["gw-b"]
+    assert engine.watermarks["cloud"]["telemetry"] == T0 + 50  # gw-b has not reported: it does not hold back
+    engine.push([{"device": "s3", "ts": T0 + 10, "temp": 1.0}, {"device": "s1", "ts": T0 + 60, "temp": 1.0}])
+    assert engine.watermarks["gw-b"]["telemetry"] == T0 + 10
+    assert engine.watermarks["cloud"]["telemetry"] == T0 + 50  # never goes backwards
+    engine.push([{"device": "s3", "ts": T0 + 55, "temp": 1.0}])
+    assert engine.watermarks["cloud"]["telemetry"] == T0 + 55  # the slowest gateway now sets the pace

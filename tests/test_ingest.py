@@ -369,10 +369,10 @@ def test_events_behind_the_watermark_beyond_the_allowed_lateness_are_late_record
     (late,) = [r for r in records if r["kind"] == "late"]
     assert late["at"] == format_time(T0 + 84.9) and late["watermark"] == format_time(T0 + 95)
     assert late["behind"] == pytest.approx(10.1) and late["event"]["temp"] == 3 and TIME_KEY not in late["event"]
-    assert engine.watermarks["s"] == T0 + 96
+    assert engine.watermarks["cloud"]["s"] == T0 + 96
     assert engine.stats.late == 1 and engine.stats.reconciles()
     engine.finish()
-    assert engine.watermarks["s"] == float("inf")
+    assert engine.watermarks["cloud"]["s"] == float("inf")
 
 
 def test_lateness_is_judged_event_by_event_whatever_the_batching() -> None:
@@ -409,7 +409,7 @@ def test_clamp_pins_a_future_time_to_the_bound_flags_it_and_alerts() -> None:
         (format_time(T0 + 130), "ahead 1"), (format_time(T0 + 99), "d1 2")
     ]
     # the watermark never runs ahead of the engine clock: min(T0 + 130, T0 + 100) - 5s
-    assert engine.watermarks["s"] == T0 + 95 and engine.stats.future == 1 and engine.stats.processed == 2
+    assert engine.watermarks["cloud"]["s"] == T0 + 95 and engine.stats.future == 1 and engine.stats.processed == 2
 
 
 def test_future_flag_travels_with_the_event() -> None:
@@ -432,7 +432,7 @@ def test_accept_keeps_the_device_time_but_the_watermark_stops_at_the_bound() -> 
     engine = future_engine("accept")
     records = engine.push([ev("ahead", ts=T0 + 3700, temp=1)])
     assert [r["at"] for r in records if r["node"] == "r"] == [format_time(T0 + 3700)]
-    assert engine.watermarks["s"] == T0 + 95
+    assert engine.watermarks["cloud"]["s"] == T0 + 95
 
 
 def test_dead_letter_policy_refuses_future_events() -> None:
@@ -560,16 +560,16 @@ def test_snapshot_and_restore_mid_stream_equals_an_uninterrupted_run() -> None:
     second.restore(saved)
     got += [r for start in range(1500, len(stream), 300) for r in second.push_raw(stream[start : start + 300])]
     assert got == expected
-    assert second.watermarks["s"] == whole.watermarks["s"]
+    assert second.watermarks["cloud"]["s"] == whole.watermarks["cloud"]["s"]
 
 
 def test_a_fresh_source_has_nothing_to_snapshot_and_restores_without_dedup() -> None:
     engine = Engine(stream_plan())
     assert engine.snapshot()["operators"] == {}
     engine.restore({"operators": {"cloud": {"source:s": {"max_time": None}}}})
-    assert "s" not in engine.watermarks
+    assert "s" not in engine.watermarks.get("cloud", {})
     engine.restore({"operators": {"cloud": {"source:s": {"max_time": T0}}}})
-    assert engine.watermarks["s"] == T0
+    assert engine.watermarks["cloud"]["s"] == T0
 
 
 def test_ingest_counters_add_and_take() -> None:

@@ -128,8 +128,9 @@ class Engine:
         self._gateway_of_cache: dict[str, str | None] = {}
         self._gateways = self._compile_gateways(data["gateways"])
         self._key_of, self._source_of = self._device_keys()
-        #: source stream -> watermark, shared by all segments run here
-        self.watermarks: dict[str, float] = {}
+        #: segment -> (source stream -> watermark). Each gateway keeps its own; the cloud's watermark for a stream
+        #: ingested on gateways is the lowest among the gateways that have one (see _merge_edge_watermarks).
+        self.watermarks: dict[str, dict[str, float]] = {}
         self._source_segments = self._sources()
         self._time_field = {
             op["name"]: op["config"]["time"] for s in self.plan.segments for op in s["operators"] if op["kind"] == "source"
@@ -186,7 +187,7 @@ class Engine:
             store=self.store,
             registry=self.registry,
             plan=self.plan.data,
-            watermarks=self.watermarks,
+            watermarks=self.watermarks.setdefault(name, {}),
             source_of=self._source_of,
         )
         members = {op["id"] for op in spec["operators"]}
@@ -408,6 +409,19 @@ class Engine:
             return None
         return owner, op_id
 
+    def _merge_edge_watermarks(self, cloud: str) -> None:
+        """Cloud operators fed over uplinks see, per stream, the lowest watermark among the gateways ingesting it.
+
+        A gateway that has not reported yet does not hold the cloud back (it counts as idle).
+        """
+        target = self.watermarks.setdefault(cloud, {})
+        for stream, segments in self._source_segments.items():
+            if cloud in segments:
+                continue
+            marks = [self.watermarks[s][stream] for s in segments if stream in self.watermarks.get(s, {})]
+            if marks:
+                target[stream] = max(min(marks), target.get(stream, float("-inf")))
+
     def _run_segment(
         self,
         segment: _Segment,
@@ -415,6 +429,8 @@ class Engine:
         hook: Callable[[Operator, list[Record]], list[dict[str, Any]]],
         force: bool = False,
     ) -> None:
+        if segment.name == "cloud":
+            self._merge_edge_watermarks(segment.name)
         if not segment.inbox and not force and not self._timed:
             return
         produced_before = len(records)

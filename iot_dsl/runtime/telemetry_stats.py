@@ -1,0 +1,343 @@
+"""Statistics over segments: rows grouped into contiguous segments in, one value per segment and statistic out.
+
+The aggregate operator sorts the rows of the windows it closes so that every (window, group) pair is one
+contiguous *segment* of the row arrays; this module computes the requested statistics for all segments at once
+with numpy (``np.add.reduceat`` and friends, padded 2-D sorts for percentiles). There is no Python loop over
+rows; the only loop is over unusually large segments when computing percentiles (``np.partition`` per segment).
+
+Missing values: a null, a missing field or NaN is *missing*; every statistic except ``count()`` ignores missing
+values. With no present value in a segment, ``count(x)`` and ``distinct(x)`` are 0, ``sum(x)`` is 0 and every
+other statistic is null (NaN here).
+
+Definitions: ``var``/``std`` are the sample variance/deviation (n - 1; null below 2 values); ``pNN``/``median``/
+``percentile(x, q)`` are exact percentiles with linear interpolation between closest ranks (numpy's default,
+pandas' ``quantile``, DuckDB's ``quantile_cont``); ``first``/``last`` are the values with the earliest/latest
+event time (ties: earliest/latest arrival); ``rate`` is ``(last - first) / (t_last - t_first)`` per second;
+``slope`` is the least-squares slope of the value against event time, per second; ``distinct`` counts distinct
+present values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "INTEGER_STATS",
+    "STAT_FUNCTIONS",
+    "Segments",
+    "StatSpec",
+    "compute_stats",
+    "percentile_of",
+    "segments_from_ids",
+]
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+#: statistic name -> number of column arguments it takes (percentile takes a column and a constant)
+STAT_FUNCTIONS: dict[str, int] = {
+    "count": -1,  # count() or count(x)
+    "sum": 1,
+    "mean": 1,
+    "min": 1,
+    "max": 1,
+    "var": 1,
+    "std": 1,
+    "median": 1,
+    "percentile": 2,
+    "first": 1,
+    "last": 1,
+    "rate": 1,
+    "slope": 1,
+    "distinct": 1,
+}
+#: statistics whose result is an integer
+INTEGER_STATS = frozenset({"count", "distinct"})
+_PNN = re.compile(r"^p(100|[1-9]?[0-9])$")
+#: segments longer than this get their percentiles by ``np.partition`` one at a time (padding would waste)
+_BIG_SEGMENT = 2048
+
+
+def percentile_of(name: str) -> float | None:
+    """``p95`` -> 0.95, ``p5`` -> 0.05, ``median`` -> 0.5; None for any other name."""
+    if name == "median":
+        return 0.5
+    match = _PNN.match(name)
+    return int(match.group(1)) / 100 if match else None
+
+
+@dataclass(frozen=True)
+class StatSpec:
+    """One requested statistic: output ``name``, ``function``, the argument ``column`` (None for ``count()``) and
+    the percentile fraction ``q`` (for percentiles)."""
+
+    name: str
+    function: str
+    column: str | None = None
+    q: float | None = None
+
+
+@dataclass
+class Segments:
+    """Rows grouped into contiguous segments: ``starts``/``counts`` per segment (every count >= 1), event times
+    ``t`` and argument ``columns`` (float64 with NaN for missing, or object arrays with None), all row-aligned."""
+
+    starts: I64
+    counts: I64
+    t: F64
+    columns: Mapping[str, Any]
+
+    @property
+    def size(self) -> int:
+        """Number of segments."""
+        return int(self.starts.size)
+
+
+def segments_from_ids(ids: I64) -> tuple[I64, I64, I64]:
+    """For segment ids per row: (row order grouping equal ids contiguously, starts, counts) in id order.
+
+    The order is stable (rows keep their arrival order within a segment); ids must be >= 0.
+    """
+    order = stable_order(ids)
+    sorted_ids = ids[order]
+    if sorted_ids.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return order, empty, empty
+    boundaries = np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1
+    starts = np.concatenate((np.zeros(1, dtype=np.int64), boundaries)).astype(np.int64)
+    counts = np.diff(np.append(starts, sorted_ids.size)).astype(np.int64)
+    return order, starts, counts
+
+
+def stable_order(ids: I64) -> I64:
+    """A stable argsort of non-negative integer ids, by 16-bit radix passes when the ids are small enough."""
+    if ids.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = int(ids.max())
+    if top < 1 << 16:
+        return np.argsort(ids.astype(np.uint16), kind="stable").astype(np.int64)
+    if top < 1 << 32:
+        low = np.argsort((ids & 0xFFFF).astype(np.uint16), kind="stable")
+        high = np.argsort((ids[low] >> 16).astype(np.uint16), kind="stable")
+        return low[high].astype(np.int64)
+    return np.argsort(ids, kind="stable").astype(np.int64)
+
+
+def _present(x: Any) -> npt.NDArray[np.bool_]:
+    if x.dtype.kind == "f":
+        present: npt.NDArray[np.bool_] = ~np.isnan(x)
+        return present
+    if x.dtype.kind == "O":
+        return np.array([v is not None and not (isinstance(v, float) and math.isnan(v)) for v in x.tolist()], dtype=bool)
+    return np.ones(x.shape, dtype=bool)
+
+
+def _as_float(x: Any) -> F64:
+    if x.dtype.kind in "fiub":
+        converted: F64 = x.astype(np.float64, copy=False)
+        return converted
+    out = np.full(x.shape, np.nan)
+    for i, v in enumerate(x.tolist()):  # only reached for columns holding non-numbers: numbers are kept
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[i] = float(v)
+    return out
+
+
+class _Column:
+    """Per-column intermediate results shared by the statistics over that column."""
+
+    def __init__(self, x: Any, seg: Segments) -> None:
+        self.raw = x
+        self.seg = seg
+        self._cache: dict[str, Any] = {"x": _as_float(x)}
+        self._makers: dict[str, Any] = {
+            "x": self._x, "n": self._n, "sum": self._sum, "mean": self._mean, "min": self._min, "max": self._max,
+            "var": self._var, "tmean": self._tmean, "slope": self._slope, "first_index": self._first_index,
+            "last_index": self._last_index, "first": self._first, "last": self._last, "rate": self._rate,
+            "distinct": self._distinct,
+        }
+        #: values present for numeric statistics (an object column's non-numbers count as missing)
+        self.present = ~np.isnan(self._cache["x"]) if x.dtype.kind == "O" else _present(x)
+
+    def get(self, key: str) -> Any:
+        """The named intermediate (computed once)."""
+        if key not in self._cache:
+            self._cache[key] = self._makers[key]()
+        return self._cache[key]
+
+    def _reduce(self, values: Any, ufunc: Any = np.add) -> Any:
+        return ufunc.reduceat(values, self.seg.starts)
+
+    def _x(self) -> F64:
+        return _as_float(self.raw)
+
+    def _n(self) -> I64:
+        return np.asarray(self._reduce(self.present.astype(np.int64)), dtype=np.int64)
+
+    def _sum(self) -> F64:
+        return np.asarray(self._reduce(np.where(self.present, self.get("x"), 0.0)), dtype=np.float64)
+
+    def _mean(self) -> F64:
+        n = self.get("n")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, self.get("sum") / np.maximum(n, 1), np.nan)
+
+    def _min(self) -> F64:
+        low = self._reduce(np.where(self.present, self.get("x"), np.inf), np.minimum)
+        return np.where(self.get("n") > 0, low, np.nan)
+
+    def _max(self) -> F64:
+        high = self._reduce(np.where(self.present, self.get("x"), -np.inf), np.maximum)
+        return np.where(self.get("n") > 0, high, np.nan)
+
+    def _var(self) -> F64:
+        n = self.get("n")
+        mean = np.repeat(self.get("mean"), self.seg.counts)
+        d = np.where(self.present, self.get("x") - mean, 0.0)
+        ss = self._reduce(d * d)
+        return np.where(n > 1, ss / np.maximum(n - 1, 1), np.nan)
+
+    def _tmean(self) -> F64:
+        n = self.get("n")
+        total = self._reduce(np.where(self.present, self.seg.t, 0.0))
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+    def _slope(self) -> F64:
+        n = self.get("n")
+        counts = self.seg.counts
+        dt = np.where(self.present, self.seg.t - np.repeat(self.get("tmean"), counts), 0.0)
+        dx = np.where(self.present, self.get("x") - np.repeat(self.get("mean"), counts), 0.0)
+        sxy, sxx = self._reduce(dt * dx), self._reduce(dt * dt)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where((n > 1) & (sxx > 0), sxy / np.where(sxx > 0, sxx, 1.0), np.nan)
+
+    def _first_index(self) -> I64:
+        t = np.where(self.present, self.seg.t, np.inf)
+        earliest = np.repeat(self._reduce(t, np.minimum), self.seg.counts)
+        rows = np.arange(t.size, dtype=np.int64)
+        return np.asarray(self._reduce(np.where(t == earliest, rows, t.size), np.minimum), dtype=np.int64)
+
+    def _last_index(self) -> I64:
+        t = np.where(self.present, self.seg.t, -np.inf)
+        latest = np.repeat(self._reduce(t, np.maximum), self.seg.counts)
+        rows = np.arange(t.size, dtype=np.int64)
+        return np.asarray(self._reduce(np.where(t == latest, rows, -1), np.maximum), dtype=np.int64)
+
+    def _first(self) -> F64:
+        return self._at(self.get("first_index"))
+
+    def _last(self) -> F64:
+        return self._at(self.get("last_index"))
+
+    def _at(self, index: I64) -> F64:
+        ok = self.get("n") > 0
+        safe = np.where(ok, index, 0)
+        return np.where(ok, self.get("x")[safe], np.nan)
+
+    def _rate(self) -> F64:
+        ok = self.get("n") > 1
+        first, last = self.get("first_index"), self.get("last_index")
+        t = self.seg.t
+        dt = np.where(ok, t[np.where(ok, last, 0)] - t[np.where(ok, first, 0)], 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(ok & (dt > 0), (self.get("last") - self.get("first")) / np.where(dt > 0, dt, 1.0), np.nan)
+
+    def get_x(self) -> F64:
+        """The values as floats (non-numbers NaN)."""
+        values: F64 = self.get("x")
+        return values
+
+    def _distinct(self) -> I64:
+        present = _present(self.raw)
+        seg_of_row = np.repeat(np.arange(self.seg.size, dtype=np.int64), self.seg.counts)[present]
+        values = self.raw[present]
+        if values.size == 0:
+            return np.zeros(self.seg.size, dtype=np.int64)
+        try:
+            _, codes = np.unique(values, return_inverse=True)
+        except TypeError:  # mixed value types: compare by type and text
+            _, codes = np.unique(np.array([f"{type(v).__name__}:{v}" for v in values.tolist()]), return_inverse=True)
+        width = int(codes.max()) + 1
+        pairs = np.unique(seg_of_row * width + codes.astype(np.int64))
+        return np.bincount(pairs // width, minlength=self.seg.size).astype(np.int64)
+
+    def percentiles(self, qs: Sequence[float]) -> list[F64]:
+        """Exact percentiles (linear interpolation) for every segment, one array per fraction in ``qs``."""
+        x, present, counts, starts = self.get("x"), self.present, self.seg.counts, self.seg.starts
+        n = self.get("n")
+        out = [np.full(self.seg.size, np.nan) for _ in qs]
+        big = counts > _BIG_SEGMENT
+        small = ~big
+        if small.any():
+            self._small_percentiles(x, present, qs, small, out)
+        for s in np.flatnonzero(big).tolist():
+            values = x[starts[s] : starts[s] + counts[s]]
+            values = values[present[starts[s] : starts[s] + counts[s]]]
+            if values.size == 0:
+                continue
+            ranks = [(q * (values.size - 1)) for q in qs]
+            kth = sorted({int(np.floor(r)) for r in ranks} | {min(int(np.floor(r)) + 1, values.size - 1) for r in ranks})
+            part = np.partition(values, kth)
+            for i, r in enumerate(ranks):
+                lo = int(np.floor(r))
+                hi = min(lo + 1, values.size - 1)
+                out[i][s] = part[lo] + (part[hi] - part[lo]) * (r - lo)
+        for arr in out:
+            arr[n == 0] = np.nan
+        return out
+
+    def _small_percentiles(
+        self, x: F64, present: npt.NDArray[np.bool_], qs: Sequence[float], small: npt.NDArray[np.bool_], out: list[F64]
+    ) -> None:
+        counts, starts = self.seg.counts, self.seg.starts
+        chosen = np.flatnonzero(small)
+        width = int(counts[chosen].max())
+        rows_per = counts[chosen]
+        seg_of_row = np.repeat(np.arange(chosen.size, dtype=np.int64), rows_per)
+        offsets = np.arange(seg_of_row.size, dtype=np.int64) - np.repeat(np.cumsum(rows_per) - rows_per, rows_per)
+        source = np.repeat(starts[chosen], rows_per) + offsets
+        block = np.full((chosen.size, width), np.nan)
+        block[seg_of_row, offsets] = np.where(present[source], x[source], np.nan)
+        block.sort(axis=1)  # NaN (missing and padding) sorts last
+        valid = self.get("n")[chosen]
+        line = np.arange(chosen.size)
+        for i, q in enumerate(qs):
+            rank = np.maximum(valid - 1, 0) * q
+            lo = np.floor(rank).astype(np.int64)
+            hi = np.minimum(lo + 1, np.maximum(valid - 1, 0))
+            low, high = block[line, lo], block[line, hi]
+            out[i][chosen] = low + (high - low) * (rank - lo)
+
+
+def compute_stats(specs: Sequence[StatSpec], seg: Segments) -> dict[str, Any]:
+    """Compute every statistic in ``specs`` for every segment of ``seg``: output name -> array (one per segment)."""
+    columns: dict[str, _Column] = {}
+
+    def column(name: str) -> _Column:
+        if name not in columns:
+            columns[name] = _Column(np.asarray(seg.columns[name]), seg)
+        return columns[name]
+
+    out: dict[str, Any] = {}
+    wanted: dict[str, list[StatSpec]] = {}
+    for spec in specs:
+        if spec.function == "count" and spec.column is None:
+            out[spec.name] = seg.counts.copy()
+        elif spec.function in ("median", "percentile"):
+            wanted.setdefault(str(spec.column), []).append(spec)
+        else:
+            key = {"count": "n", "std": "var"}.get(spec.function, spec.function)
+            value = column(str(spec.column)).get(key)
+            out[spec.name] = np.sqrt(value) if spec.function == "std" else value
+    for name, group in wanted.items():
+        results = column(name).percentiles([float(spec.q if spec.q is not None else 0.5) for spec in group])
+        for spec, result in zip(group, results, strict=True):
+            out[spec.name] = result
+    return out
