@@ -16,6 +16,7 @@ import click
 import orjson
 
 from .cli_history import history
+from .cli_orchestration import report as report_command
 from .compiler import compile_file
 from .errors import DslError
 from .graph import render_dot, render_mermaid
@@ -222,6 +223,7 @@ class _ProgressBar:
 
 
 cli.add_command(history)
+cli.add_command(report_command)
 
 
 def main() -> None:

@@ -269,6 +269,26 @@ class SimulatedFleet:
         pop, index = located
         return pop.is_offline(index, round(t * 1000))
 
+    def online_at(self, device_id: str, t: float) -> float:
+        """The first time at or after ``t`` (epoch seconds) when ``device_id`` is outside every offline window.
+
+        That is ``t`` itself for a device that is online (or that the simulation did not create), else the end of
+        the (possibly chained) offline windows it is in: when a device that was offline reconnects.
+        """
+        located = self._where.get(device_id)
+        if located is None:
+            return t
+        pop, index = located
+        start_ms = t_ms = round(t * 1000)
+        moved = True
+        while moved:
+            moved = False
+            for window in pop.offline:
+                if window.start_ms <= t_ms < window.end_ms and bool(window.members[index]):
+                    t_ms = window.end_ms
+                    moved = True
+        return t if t_ms == start_ms else t_ms / 1000
+
 
 def _profile(pop: Population) -> CommandProfile:
     entry = pop.entry

@@ -28,6 +28,7 @@ RECORD_KINDS: tuple[str, ...] = (
     "alert",
     "command",
     "command_result",
+    "orchestration",
     "twin",
     "conflict",
     "late",

@@ -2,8 +2,10 @@
 
 Both drivers use a :class:`~iot_dsl.runtime.clock.VirtualClock`, so a ten-minute simulation or a day of recorded
 events runs as fast as the engine can go, and the same inputs and seed give byte-identical records.
-Commands the workflow issues are answered by the simulated devices after their latency, as ``command_result``
-records (or ``timed_out`` when a device stays silent past the command timeout).
+Commands rules issue are answered by the simulated devices after their latency, as ``command_result`` records (or
+``timed_out`` when a device stays silent past the command timeout). Orchestrations talk to the same simulated
+devices over the Transport (a :class:`~iot_dsl.devices.endpoint.SimulatedEndpoint` on the engine's clock), and
+record the outcomes themselves.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import orjson
 
 from ..devices import DeviceRegistry, SimulatedFleet
+from ..devices.endpoint import SimulatedEndpoint
 from ..plan import Plan
 from .clock import VirtualClock, parse_time
 from .engine import Engine
@@ -47,8 +50,8 @@ class SimulatedResponder:
     def observe(self, records: Iterable[Record], now: float) -> None:
         """Send every ``command`` record in ``records`` to its simulated device."""
         for record in records:
-            if record["kind"] != "command":
-                continue
+            if record["kind"] != "command" or "run" in record:
+                continue  # orchestration commands travel over the Transport to the SimulatedEndpoint
             sent_at = parse_time(record["at"])
             outcome = self.fleet.command(
                 record["device"], record["command"], record["payload"], sent_at, record["command_id"]
@@ -127,6 +130,7 @@ def simulate(
     clock = VirtualClock(fleet.start)
     engine = engine or Engine(plan, clock=clock, registry=fleet.registry)
     responder = SimulatedResponder(fleet)
+    endpoint = SimulatedEndpoint(fleet, engine.transport, engine.clock, plan.name)
     end = fleet.start + duration
     t = fleet.start
     for batch in fleet.events(duration, batch_seconds=batch_seconds):
@@ -141,6 +145,7 @@ def simulate(
     yield from engine.advance_to(end)
     yield from engine.finish()
     yield from responder.due(end)
+    endpoint.close()
     if progress is not None:
         progress(duration, engine.stats.events_in)
 
@@ -185,6 +190,7 @@ def replay(
     clock = VirtualClock(start)
     engine = Engine(plan, clock=clock, registry=registry)
     responder = SimulatedResponder(fleet) if fleet is not None else None
+    endpoint = SimulatedEndpoint(fleet, engine.transport, clock, plan.name) if fleet is not None else None
     batch: list[Any] = []
     batch_end = start + batch_seconds
     for t, _, event in timed:
@@ -200,6 +206,8 @@ def replay(
     yield from engine.finish()
     if responder is not None:
         yield from responder.drain()
+    if endpoint is not None:
+        endpoint.close()
     if progress is not None:
         progress(batch_end - start, engine.stats.events_in)
 
