@@ -25,6 +25,7 @@ from .runtime.clock import parse_duration
 from .runtime.records import Record
 from .runtime.runner import read_events, replay, simulate
 from .schema import schema_text
+from .storage import SqliteStore
 
 __all__ = ["main", "cli"]
 
@@ -116,6 +117,7 @@ def _write_records(records: Iterator[Record], out: IO[bytes] | None, counts: Cou
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for the simulated fleet.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write records as JSON lines ('-': stdout).")
 @click.option("--progress/--no-progress", default=None, help="Show progress (default: when stderr is a terminal).")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False), help="Keep history in this SQLite file.")
 def run(
     source: str,
     replay_file: str | None,
@@ -125,6 +127,7 @@ def run(
     seed: int,
     out_path: str | None,
     progress: bool | None,
+    store_path: str | None,
 ) -> None:
     """Run a workflow or plan SOURCE on recorded (--replay) or simulated (--simulate) events."""
     if bool(replay_file) == bool(use_simulation):
@@ -145,13 +148,16 @@ def run(
         if bar is not None:
             bar.update(done, n)
 
+    store = SqliteStore(store_path) if store_path else None
     try:
         if use_simulation:
-            stream: Iterator[Record] = simulate(plan, seed=seed, devices=devices, duration=seconds, progress=tick)
+            stream: Iterator[Record] = simulate(
+                plan, seed=seed, devices=devices, duration=seconds, progress=tick, store=store
+            )
         else:
             assert replay_file is not None
             events, bad = read_events(replay_file)
-            stream = _chain(iter(bad), replay(plan, events, seed=seed, progress=tick))
+            stream = _chain(iter(bad), replay(plan, events, seed=seed, progress=tick, store=store))
         handle: IO[bytes] | None
         if out_path == "-":
             handle = sys.stdout.buffer
@@ -169,6 +175,8 @@ def run(
     finally:
         if bar is not None:
             bar.close()
+        if store is not None:
+            store.close()
     events_in = seen["events"]
     elapsed = max(time.perf_counter() - started, 1e-9)
     summary = {

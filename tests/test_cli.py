@@ -128,3 +128,17 @@ def test_run_usage_errors(runner: CliRunner, tmp_path: Path) -> None:
     bad_plan.write_text('{"format": "iot-dsl-plan", "version": 9}')
     result = runner.invoke(cli, ["run", str(bad_plan), "--simulate"])
     assert result.exit_code == 1 and "plan version 9 is not supported" in result.stderr
+
+
+def test_run_with_a_store_keeps_aggregate_history_for_the_history_command(runner: CliRunner, tmp_path: Path) -> None:
+    db = tmp_path / "history.db"
+    workflow = str(WORKFLOWS / "telemetry-fleet.yaml")
+    result = runner.invoke(cli, ["run", workflow, "--simulate", "--duration", "3m", "--store", str(db)])
+    assert result.exit_code == 0, result.output
+    from iot_dsl.source import load_file
+
+    aggregate = next(iter(load_file(WORKFLOWS / "telemetry-fleet.yaml").data["aggregates"]))
+    listed = runner.invoke(cli, ["history", str(db), "--aggregate", aggregate, "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = [orjson.loads(line) for line in listed.output.splitlines() if line.strip()]
+    assert rows and all(r["kind"] == "aggregate" and r["node"] == aggregate for r in rows)

@@ -21,6 +21,7 @@ import orjson
 from ..devices import DeviceRegistry, SimulatedFleet
 from ..devices.endpoint import SimulatedEndpoint
 from ..plan import Plan
+from ..storage import Store
 from .clock import VirtualClock, parse_time
 from .engine import Engine
 from .records import Record, dead_letter, make_record
@@ -122,13 +123,17 @@ def simulate(
     batch_seconds: float = 1.0,
     engine: Engine | None = None,
     progress: Progress | None = None,
+    store: Store | None = None,
 ) -> Iterator[Record]:
-    """Run ``plan`` against its simulated fleet for ``duration`` seconds of event time; yield records in order."""
+    """Run ``plan`` against its simulated fleet for ``duration`` seconds of event time; yield records in order.
+
+    ``store`` (default: in memory) keeps the engine's history, e.g. a :class:`~iot_dsl.storage.SqliteStore`.
+    """
     fleet = fleet_for(plan, seed, devices)
     if fleet is None:
         raise ValueError(f"workflow '{plan.name}' has no simulation section; add one or use replay")
     clock = VirtualClock(fleet.start)
-    engine = engine or Engine(plan, clock=clock, registry=fleet.registry)
+    engine = engine or Engine(plan, clock=clock, registry=fleet.registry, store=store)
     responder = SimulatedResponder(fleet)
     endpoint = SimulatedEndpoint(fleet, engine.transport, engine.clock, plan.name)
     end = fleet.start + duration
@@ -174,6 +179,7 @@ def replay(
     batch_seconds: float = 1.0,
     registry: DeviceRegistry | None = None,
     progress: Progress | None = None,
+    store: Store | None = None,
 ) -> Iterator[Record]:
     """Replay recorded events in event-time order on a virtual clock; yield records in order.
 
@@ -188,7 +194,7 @@ def replay(
     timed.sort(key=lambda item: (item[0] if item[0] is not None else float("-inf"), item[1]))
     start = next((t for t, _, _ in timed if t is not None), 0.0)
     clock = VirtualClock(start)
-    engine = Engine(plan, clock=clock, registry=registry)
+    engine = Engine(plan, clock=clock, registry=registry, store=store)
     responder = SimulatedResponder(fleet) if fleet is not None else None
     endpoint = SimulatedEndpoint(fleet, engine.transport, clock, plan.name) if fleet is not None else None
     batch: list[Any] = []
