@@ -31,7 +31,8 @@ def test_plan_records_source_position_and_digest(plan_dict: dict) -> None:
     assert plan_dict["workflow"]["file"].endswith("plant.yaml")
     assert len(plan_dict["workflow"]["sha256"]) == 64
     rule = next(op for s in plan_dict["segments"] for op in s["operators"] if op["id"] == "rule:pressure_trip")
-    assert rule["at"].endswith("plant.yaml:76:5")
+    line = (WORKFLOWS / "plant.yaml").read_text().splitlines().index("  - name: pressure_trip") + 1
+    assert rule["at"].endswith(f"plant.yaml:{line}:5")
 
 
 @pytest.mark.parametrize(
