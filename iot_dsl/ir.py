@@ -196,7 +196,7 @@ def _add_stream(wf: Workflow, name: str, raw: Mapping[str, Any]) -> None:
 
 
 def _ingest_config(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The ingestion part of a source stream's config (see docs/language-ingestion.md); durations as written."""
+    """The ingestion part of a source stream's config (see docs/language.md, "Ingestion"); durations as written."""
     dedup = raw.get("dedup")
     if isinstance(dedup, Mapping):
         dedup_config: dict[str, Any] | None = {"window": dedup.get("window", 0), "max_ids": dedup.get("max_ids")}
