@@ -6,6 +6,13 @@ operator closes every due window at once: it assigns the buffered rows to (windo
 level (see :mod:`.windows` and :mod:`.groups`) and computes all statistics with :mod:`.telemetry_stats` -- no
 per-event Python in the maths. Each closed window yields an ``aggregate`` record with ``revision`` 0.
 
+Tumbling windows whose statistics need no event times (count, sum, mean, min, max, var/std, percentiles) are
+also kept as dense blocks (:class:`.windows.DenseWindows`: one row per device, its readings in arrival order)
+filled as readings arrive; closing such a window reduces its blocks along axis 1 for the devices and combines
+the device rows per group (:func:`.telemetry_stats.block_stats`, :func:`.telemetry_stats.rollup_stats`),
+without sorting the rows. The row buffer stays the reference: windows revised by late data, windows whose
+devices changed group while open and windows a single busy device would make too sparse close from it.
+
 Late data: a reading whose windows have all closed is accepted while the watermark is less than the window end
 plus the stream's ``allowed_lateness``; the windows it touches are recomputed and emitted again with
 ``revision`` + 1 (the record replaces the earlier one). A reading that misses a window beyond that yields a
@@ -18,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -38,13 +46,17 @@ from .groups import DEVICE_LEVEL, Membership, levels_for
 from .operators import TIME_KEY, BuildContext, Operator
 from .records import Record, make_record
 from .telemetry_stats import (
+    BLOCK_FUNCTIONS,
+    BlockColumn,
     Segments,
     StatSpec,
+    block_stats,
     compute_stats,
     percentile_of,
+    rollup_stats,
     segments_from_ids,
 )
-from .windows import WindowSpec
+from .windows import DenseBlock, DenseWindows, WindowSpec, grid_index, grid_index_of
 
 __all__ = ["AggregateOperator", "ComputeItem", "allowed_lateness", "parse_compute"]
 
@@ -219,6 +231,11 @@ class AggregateOperator(Operator):
         self._codes: dict[str, dict[Any, int]] = {}
         self._numeric = {s.column for s in self.stats if s.column is not None and s.function != "distinct"}
         self._distinct = {s.column for s in self.stats if s.column is not None and s.function == "distinct"}
+        #: tumbling windows whose statistics need no event times: open windows also kept as dense blocks
+        self._dense: DenseWindows | None = None
+        if self.window.kind == "tumbling" and all(s.function in BLOCK_FUNCTIONS for s in self.stats):
+            self._dense = DenseWindows(sorted({f"c:{s.column}" for s in self.stats if s.column is not None}))
+        self._ranks: dict[int, I64] = {}
 
     # ------------------------------------------------------------------------------------------------ building
     def _argument(self, node: n.Node, text: str) -> tuple[Any, Callable[[Any], Any] | None, str | None]:
@@ -229,8 +246,7 @@ class AggregateOperator(Operator):
     # ------------------------------------------------------------------------------------------------- ingest
     def process(self, batch: list[Event], records: list[Record]) -> list[Event]:
         """Buffer the batch's readings (dict events); closing happens in :meth:`on_time`."""
-        key = self.key
-        devices: list[Any] = [e.get(key) for e in batch]
+        devices = _field(batch, self.key)
         columns = self._columns(batch)
         if self.where is not None:
             keep = self._where(batch, columns)
@@ -241,7 +257,7 @@ class AggregateOperator(Operator):
                 columns = {name: col[index] for name, col in columns.items()}
         if not batch:
             return []
-        t = np.array([e[TIME_KEY] for e in batch], dtype=np.float64)
+        t = np.array(list(map(itemgetter(TIME_KEY), batch)), dtype=np.float64)
         values = self._evaluate(columns, batch)
         dev = self.membership.device_indices(devices, batch)
         self._ingest(t, dev, values, records, batch)
@@ -286,7 +302,7 @@ class AggregateOperator(Operator):
                 attr = path[1]
                 out[name] = _to_array([attrs_of(e.get(key) or "").get(attr) for e in batch])
             elif len(path) == 1:
-                out[name] = _to_array([e.get(name) for e in batch])
+                out[name] = _to_array(_field(batch, name))
             else:
                 out[name] = _to_array([_dig(e, path) for e in batch])
         return out
@@ -342,7 +358,7 @@ class AggregateOperator(Operator):
             return
         window, allowed, closed = self.window, self.allowed, self.closed_until
         # the earliest window end of a reading only grows with its time: look at the batch's earliest reading first
-        earliest = float(window.first_end(np.array([t.min()]))[0])
+        earliest = self._first_end(float(t.min()))
         if closed > -math.inf and earliest + allowed <= closed:
             missed_all = window.last_end(t) + allowed <= closed
             missed_some = window.first_end(t) + allowed <= closed
@@ -352,7 +368,7 @@ class AggregateOperator(Operator):
             values = {name: col[keep] for name, col in values.items()}
             if t.size == 0:
                 return
-            earliest = float(window.first_end(np.array([t.min()]))[0])
+            earliest = self._first_end(float(t.min()))
         if earliest <= closed:
             self.dirty = True
         chunk: dict[str, Any] = {"t": t, "dev": dev, "arrival": np.full(t.size, self.tick, dtype=np.int32)}
@@ -365,6 +381,32 @@ class AggregateOperator(Operator):
             chunk.update(self._encode(name, col))
         self._chunks.append(chunk)
         self.pending = min(self.pending, earliest)
+        if self._dense is not None:
+            self._densify(chunk)
+
+    def _densify(self, chunk: dict[str, Any]) -> None:
+        """Add a chunk's readings of windows not yet closed to the dense blocks (tumbling windows)."""
+        assert self._dense is not None
+        window, closed, t = self._dense, self.closed_until, chunk["t"]
+        every, size = self.window.every, self.window.size
+        k_lo, k_hi = grid_index_of(float(t.min()), every), grid_index_of(float(t.max()), every)
+        generation = self.membership.generation
+        columns = window.columns
+        if k_lo == k_hi:
+            if k_lo * every + size > closed:
+                window.add(k_lo, chunk["dev"], {name: chunk[name] for name in columns}, generation)
+            return
+        k = grid_index(t, every)
+        for key in np.unique(k).tolist():
+            if key * every + size > closed:
+                rows = k == key
+                window.add(key, chunk["dev"][rows], {name: chunk[name][rows] for name in columns}, generation)
+
+    def _first_end(self, t: float) -> float:
+        """The end of the earliest window a reading at ``t`` belongs to (tumbling: its only window)."""
+        if self.window.kind == "tumbling":
+            return self.window.last_end_at(t)
+        return float(self.window.first_end(np.array([t]))[0])
 
     def _encode(self, name: str, col: Any) -> dict[str, Any]:
         """Buffer columns for one argument: ``c:`` float values (NaN = missing) and, for distinct() over values
@@ -438,6 +480,12 @@ class AggregateOperator(Operator):
             if wm > self.closed_until and not math.isinf(wm):
                 self.closed_until = wm
             return []
+        if self._dense is not None:
+            due = self._dense.ending_by(wm, self.window)
+            if not self.dirty and all(self._dense_ready(k) for k in due):
+                return self._close_dense(due, wm, records)
+            for k in due:  # the row buffer closes them below
+                self._dense.pop(k)
         rows = self._rows()
         if not rows:
             self.closed_until = wm
@@ -458,6 +506,73 @@ class AggregateOperator(Operator):
         self.tick += 1
         self.dirty = False
         return events
+
+    def _dense_ready(self, k: int) -> bool:
+        assert self._dense is not None
+        block = self._dense.blocks[k]
+        return block.usable and block.generation == self.membership.generation
+
+    def _close_dense(self, due: list[int], wm: float, records: list[Record]) -> list[Event]:
+        """Close tumbling windows from their dense blocks (no sort of the rows); evict rows chunk by chunk."""
+        assert self._dense is not None
+        closed: list[_Closed] = []
+        for k in due:
+            closed.extend(self._dense_results(self._dense.pop(k), k))
+        events = self._emit(closed, records)
+        self._evict_chunks(wm)
+        self.closed_until = wm
+        self.tick += 1
+        return events
+
+    def _dense_results(self, block: DenseBlock, k: int) -> list[_Closed]:
+        """One closed window's statistics per level, from its dense block (every level's rows are the devices)."""
+        active = block.active()  # a block only exists once it has readings
+        rows = block.counts[active]
+        specs = self._specs(block.cells)
+        columns = {name: BlockColumn(block.column(name, active)) for name in block.cells}
+        begin = k * self.window.every
+        end = begin + self.window.size
+        out: list[_Closed] = []
+        for level, entry in enumerate(self.levels):
+            slots = self.membership.slots(level, active)
+            if entry.per_device:
+                values, devices = block_stats(specs, columns, rows), active
+            else:
+                slots, values = rollup_stats(specs, columns, rows, slots)
+                devices = None
+                if slots.size == 0:
+                    continue
+            count = slots.size
+            out.append(_Closed(level, slots, np.full(count, begin), np.full(count, end), [k] * count, values, devices))
+        return out
+
+    def _evict_chunks(self, wm: float) -> None:
+        """Drop the buffered rows no window can need any more, chunk by chunk (no concatenation)."""
+        window, allowed = self.window, self.allowed
+        any_device_level = self.device_level is not None
+        kept: list[dict[str, Any]] = []
+        for chunk in self._chunks:
+            t = chunk["t"]
+            lo, hi = window.last_end_at(float(t.min())), window.last_end_at(float(t.max()))
+            if hi + allowed <= wm:
+                continue
+            if lo + allowed > wm and any_device_level:
+                kept.append(chunk)
+                continue
+            keep = window.last_end(t) + allowed > wm
+            if not any_device_level:
+                member = np.zeros(t.size, dtype=bool)
+                for level in range(len(self.levels)):
+                    member |= chunk[f"slot{level}"] >= 0
+                keep &= member
+            if keep.all():
+                kept.append(chunk)
+            elif keep.any():
+                kept.append({name: col[keep] for name, col in chunk.items()})
+        self._chunks = kept
+        self._forget(wm)
+        self.pending = min((self._next_due(chunk, wm) for chunk in kept), default=math.inf)
+        self.evict_at = min((self._next_evict(chunk) for chunk in kept), default=math.inf)
 
     def _close_level(self, level: int, rows: dict[str, Any], wm: float) -> tuple[_Closed | None, Any]:
         slot_all = rows[f"slot{level}"]
@@ -639,6 +754,9 @@ class AggregateOperator(Operator):
         t = rows["t"]
         window = self.window
         if window.grid:
+            earliest = np.array([t.min()])
+            if float(window.last_end(earliest)[0]) > wm:  # window ends grow with t: every row is open
+                return max(window.next_grid_end(wm), float(window.first_end(earliest)[0]))
             open_rows = window.last_end(t) > wm
             if not open_rows.any():
                 return math.inf
@@ -688,7 +806,8 @@ class AggregateOperator(Operator):
     def _records(self, c: _Closed) -> list[Record]:
         """The aggregate records of one level's closed windows (in segment order)."""
         names = [s.name for s in self.stats]
-        rows = [dict(zip(names, values, strict=True)) for values in zip(*[_plain_list(c.values[n]) for n in names], strict=True)]
+        rows = list(map(_row_maker(tuple(names)), *[_plain_list(c.values[n]) for n in names])) if names else \
+            [{} for _ in range(c.slots.size)]
         keys = self.membership.keys(c.level)
         slots = c.slots.tolist()
         level = self.levels[c.level]
@@ -709,6 +828,21 @@ class AggregateOperator(Operator):
         else:
             revisions = [0] * len(slots)
         iso, name, segment = self._iso, self.name, self.segment
+        if c.starts.size and bool((c.starts == c.starts[0]).all()) and bool((c.ends == c.ends[0]).all()):
+            # one window: every record is a copy of the same prototype with its own group, device and values
+            start, end = starts[0], ends[0]
+            proto: Record = {
+                "kind": "aggregate", "at": iso(end), "node": name, "level": level_name, "group": None, "device": None,
+                "start": iso(start), "end": iso(end), "window_start": start, "window_end": end, "revision": 0,
+                "values": None, "segment": segment,
+            }
+            out: list[Record] = []
+            append, copy = out.append, proto.copy
+            for row, device, group, revision in zip(rows, devices, groups, revisions, strict=True):
+                record = copy()
+                record["group"], record["device"], record["revision"], record["values"] = group, device, revision, row
+                append(record)
+            return out
         return [
             {"kind": "aggregate", "at": iso(end), "node": name, "level": level_name, "group": group, "device": device,
              "start": iso(start), "end": iso(end), "window_start": start, "window_end": end, "revision": revision,
@@ -717,10 +851,15 @@ class AggregateOperator(Operator):
         ]
 
     def _key_ranks(self, level: int) -> I64:
-        """Slot -> rank of its key in text order (records come out sorted by key, whatever the arrival order)."""
+        """Slot -> rank of its key in text order (records come out sorted by key, whatever the arrival order).
+
+        Keys are only ever appended to a level, so the ranks are kept until the level has more keys."""
         keys = self.membership.keys(level)
-        ranks = np.empty(len(keys), dtype=np.int64)
-        ranks[np.argsort(np.array(keys, dtype=str), kind="stable")] = np.arange(len(keys))
+        ranks = self._ranks.get(level)
+        if ranks is None or ranks.size != len(keys):
+            ranks = np.empty(len(keys), dtype=np.int64)
+            ranks[np.argsort(np.array(keys, dtype=str), kind="stable")] = np.arange(len(keys))
+            self._ranks[level] = ranks
         return ranks
 
     # ---------------------------------------------------------------------------------------------- snapshots
@@ -773,6 +912,10 @@ class AggregateOperator(Operator):
             self._chunks = [chunk]
             self.pending = self._next_due(chunk, self.closed_until)
             self.evict_at = self._next_evict(chunk)
+        if self._dense is not None:
+            self._dense = DenseWindows(self._dense.columns)
+            if saved:
+                self._densify(self._chunks[0])
         self.emitted = {}
         for lv, key, wid, end, rev in state.get("emitted", []):
             self.emitted[(int(lv), self.membership.levels[int(lv)].slot(str(key)), wid)] = (float(end), int(rev))
@@ -818,6 +961,14 @@ def _try_vector(node: n.Node, scope: Scope, boolean: bool) -> Any:
         return None  # not vectorizable (versions, strings): the scalar closure is used instead
 
 
+def _field(batch: list[Event], name: str) -> list[Any]:
+    """One field of every event (None where absent), by C-level iteration when every event has it."""
+    try:
+        return list(map(itemgetter(name), batch))
+    except KeyError:
+        return [e.get(name) for e in batch]
+
+
 def _dig(event: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = event
     for part in path:
@@ -848,6 +999,29 @@ def _hashable(value: Any) -> Any:
     return value
 
 
+def _row_maker(names: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
+    """A function building one ``values`` dict from one value per statistic (dict displays for few statistics)."""
+    if len(names) == 1:
+        (a,) = names
+        return lambda x: {a: x}
+    if len(names) == 2:
+        a, b = names
+        return lambda x, y: {a: x, b: y}
+    if len(names) == 3:
+        a, b, c = names
+        return lambda x, y, z: {a: x, b: y, c: z}
+    if len(names) == 4:
+        a, b, c, d = names
+        return lambda x, y, z, u: {a: x, b: y, c: z, d: u}
+    if len(names) == 5:
+        a, b, c, d, e = names
+        return lambda x, y, z, u, v: {a: x, b: y, c: z, d: u, e: v}
+    if len(names) == 6:
+        a, b, c, d, e, f = names
+        return lambda x, y, z, u, v, w: {a: x, b: y, c: z, d: u, e: v, f: w}
+    return lambda *values: dict(zip(names, values, strict=True))
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         return None if math.isnan(value) else float(value)
@@ -864,5 +1038,6 @@ def _plain_list(values: Any) -> list[Any]:
             out = [None if math.isnan(v) else v for v in out]
         return out
     if arr.dtype.kind in "iub":
-        return [int(v) for v in arr.tolist()]
+        ints: list[Any] = arr.astype(np.int64, copy=False).tolist()
+        return ints
     return [_plain(v) for v in arr.tolist()]

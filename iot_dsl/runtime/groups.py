@@ -242,11 +242,16 @@ class Membership:
         self.index: dict[str, int] = {}
         self._fallback: dict[int, dict[str, Any]] = {}
         self._seen_version = version()
+        #: bumped whenever a known device's slot changes (new devices only append slots)
+        self.generation = 0
 
     def device_indices(self, devices: Sequence[str], events: Sequence[Mapping[str, Any]] | None = None) -> I64:
         """Indices of these device ids, registering new devices (and their group slots) on first sight."""
         index = self.index
-        found = [index.get(d, -1) for d in devices]
+        try:
+            found = list(map(index.__getitem__, devices))
+        except KeyError:
+            found = [index.get(d, -1) for d in devices]
         if -1 in found:
             for position, device in enumerate(devices):
                 if found[position] == -1:
@@ -293,8 +298,11 @@ class Membership:
         for entry in self.levels:
             if entry.level.per_device:
                 continue
-            entry.slot_list = [self._slot(entry, attrs) for attrs in attributes]
-            entry._array = None
+            slot_list = [self._slot(entry, attrs) for attrs in attributes]
+            if slot_list != entry.slot_list:
+                self.generation += 1
+                entry.slot_list = slot_list
+                entry._array = None
 
     def slots(self, level: int, devices: I64) -> I64:
         """The slot of each device index at ``level`` (-1: not a member)."""

@@ -5,6 +5,11 @@ contiguous *segment* of the row arrays; this module computes the requested stati
 with numpy (``np.add.reduceat`` and friends, padded 2-D sorts for percentiles). There is no Python loop over
 rows; the only loop is over unusually large segments when computing percentiles (``np.partition`` per segment).
 
+Tumbling windows have a faster route: :func:`block_stats` takes one dense 2-D block per column (one row per
+device, its readings in arrival order, NaN padding the gaps) and reduces along axis 1; :func:`rollup_stats`
+derives group figures from those blocks and the device -> group slot of each row. Both give the statistics in
+:data:`BLOCK_FUNCTIONS` with the definitions below.
+
 Missing values: a null, a missing field or NaN is *missing*; every statistic except ``count()`` ignores missing
 values. With no present value in a segment, ``count(x)`` and ``distinct(x)`` are 0, ``sum(x)`` is 0 and every
 other statistic is null (NaN here).
@@ -29,12 +34,16 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "BLOCK_FUNCTIONS",
     "INTEGER_STATS",
     "STAT_FUNCTIONS",
+    "BlockColumn",
     "Segments",
     "StatSpec",
+    "block_stats",
     "compute_stats",
     "percentile_of",
+    "rollup_stats",
     "segments_from_ids",
 ]
 
@@ -58,6 +67,8 @@ STAT_FUNCTIONS: dict[str, int] = {
     "slope": 1,
     "distinct": 1,
 }
+#: statistics :func:`block_stats` and :func:`rollup_stats` compute (the others need the rows' event times)
+BLOCK_FUNCTIONS = frozenset({"count", "sum", "mean", "min", "max", "var", "std", "median", "percentile"})
 #: statistics whose result is an integer
 INTEGER_STATS = frozenset({"count", "distinct"})
 _PNN = re.compile(r"^p(100|[1-9]?[0-9])$")
@@ -278,16 +289,15 @@ class _Column:
         if small.any():
             self._small_percentiles(x, present, qs, small, out)
         for s in np.flatnonzero(big).tolist():
-            values = x[starts[s] : starts[s] + counts[s]]
-            values = values[present[starts[s] : starts[s] + counts[s]]]
-            if values.size == 0:
+            size = int(n[s])  # missing values are NaN in x, and partition puts NaN last
+            if size == 0:
                 continue
-            ranks = [(q * (values.size - 1)) for q in qs]
-            kth = sorted({int(np.floor(r)) for r in ranks} | {min(int(np.floor(r)) + 1, values.size - 1) for r in ranks})
-            part = np.partition(values, kth)
+            ranks = [(q * (size - 1)) for q in qs]
+            kth = sorted({int(np.floor(r)) for r in ranks} | {min(int(np.floor(r)) + 1, size - 1) for r in ranks})
+            part = np.partition(x[starts[s] : starts[s] + counts[s]], kth)
             for i, r in enumerate(ranks):
                 lo = int(np.floor(r))
-                hi = min(lo + 1, values.size - 1)
+                hi = min(lo + 1, size - 1)
                 out[i][s] = part[lo] + (part[hi] - part[lo]) * (r - lo)
         for arr in out:
             arr[n == 0] = np.nan
@@ -340,4 +350,162 @@ def compute_stats(specs: Sequence[StatSpec], seg: Segments) -> dict[str, Any]:
         results = column(name).percentiles([float(spec.q if spec.q is not None else 0.5) for spec in group])
         for spec, result in zip(group, results, strict=True):
             out[spec.name] = result
+    return out
+
+
+class BlockColumn:
+    """One column as a dense block (rows: devices, columns: readings in arrival order, NaN: gap or missing),
+    with the per-row intermediates the statistics share (each computed once)."""
+
+    def __init__(self, block: F64) -> None:
+        self.block = block
+        self.present: npt.NDArray[np.bool_] = ~np.isnan(block)
+        self._cache: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        """``n``, ``sum``, ``mean``, ``min``, ``max``, ``m2`` (sum of squared deviations from the mean), ``var``
+        or ``sorted`` (rows sorted, NaN last), per row."""
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = getattr(self, f"_{key}")()
+        return found
+
+    def _n(self) -> I64:
+        return np.asarray(np.count_nonzero(self.present, axis=1), dtype=np.int64)
+
+    def _sum(self) -> F64:
+        return np.asarray(np.where(self.present, self.block, 0.0).sum(axis=1), dtype=np.float64)
+
+    def _mean(self) -> F64:
+        n = self.get("n")
+        return np.where(n > 0, self.get("sum") / np.maximum(n, 1), np.nan)
+
+    def _min(self) -> F64:
+        return np.asarray(np.fmin.reduce(self.block, axis=1), dtype=np.float64)  # NaN only when nothing is present
+
+    def _max(self) -> F64:
+        return np.asarray(np.fmax.reduce(self.block, axis=1), dtype=np.float64)
+
+    def _m2(self) -> F64:
+        return self.squares_about(self.get("mean"))
+
+    def _var(self) -> F64:
+        n = self.get("n")
+        return np.where(n > 1, self.get("m2") / np.maximum(n - 1, 1), np.nan)
+
+    def _sorted(self) -> F64:
+        return np.sort(self.block, axis=1)  # NaN (missing and padding) sorts last
+
+    def squares_about(self, center: F64) -> F64:
+        """Per row: the sum of squared deviations of the present values from ``center`` (one value per row)."""
+        d = np.where(self.present, self.block - center[:, None], 0.0)
+        return np.asarray(np.einsum("ij,ij->i", d, d), dtype=np.float64)
+
+    def percentile(self, q: float) -> F64:
+        """Exact percentile ``q`` (a fraction) of each row, linear interpolation between closest ranks."""
+        ordered, valid = self.get("sorted"), self.get("n")
+        rank = np.maximum(valid - 1, 0) * q
+        lo = np.floor(rank).astype(np.int64)
+        hi = np.minimum(lo + 1, np.maximum(valid - 1, 0))
+        line = np.arange(ordered.shape[0])
+        low, high = ordered[line, lo], ordered[line, hi]
+        out = low + (high - low) * (rank - lo)
+        out[valid == 0] = np.nan
+        return np.asarray(out, dtype=np.float64)
+
+
+def block_stats(specs: Sequence[StatSpec], columns: Mapping[str, BlockColumn], rows: I64) -> dict[str, Any]:
+    """Every statistic in ``specs`` (functions in :data:`BLOCK_FUNCTIONS`) for every block row.
+
+    ``columns`` maps the specs' column names to blocks with the same rows; ``rows`` is each row's number of
+    readings (what ``count()`` counts, missing values included).
+    """
+    out: dict[str, Any] = {}
+    for spec in specs:
+        if spec.function == "count" and spec.column is None:
+            out[spec.name] = rows.astype(np.int64, copy=True)
+            continue
+        column = columns[str(spec.column)]
+        if spec.function in ("median", "percentile"):
+            out[spec.name] = column.percentile(float(spec.q if spec.q is not None else 0.5))
+        else:
+            key = {"count": "n", "std": "var"}.get(spec.function, spec.function)
+            value = column.get(key)
+            out[spec.name] = np.sqrt(value) if spec.function == "std" else value
+    return out
+
+
+def rollup_stats(
+    specs: Sequence[StatSpec], columns: Mapping[str, BlockColumn], rows: I64, slots: I64
+) -> tuple[I64, dict[str, Any]]:
+    """Group statistics from device blocks: ``slots`` gives each block row's group (-1: in no group).
+
+    Returns the groups that have rows (ascending slot) and, per statistic, one value per group. Counts, sums,
+    minima and maxima combine the rows' figures; the variance is the two-pass sum of squared deviations from
+    the group mean; percentiles select over the group's values, exactly as for segments.
+    """
+    member = slots >= 0
+    everyone = bool(member.all())
+    slot = slots if everyone else slots[member]
+    if slot.size == 0:
+        return np.zeros(0, dtype=np.int64), {}
+    order, starts, per_group = segments_from_ids(slot)
+    groups = slot[order[starts]]
+    group_of = np.empty(slot.size, dtype=np.int64)
+    group_of[order] = np.repeat(np.arange(groups.size, dtype=np.int64), per_group)
+
+    def combine(values: Any) -> Any:
+        return np.bincount(group_of, weights=values if everyone else values[member], minlength=groups.size)
+
+    out: dict[str, Any] = {}
+    shared: dict[str, dict[str, Any]] = {}
+    wanted: dict[str, list[StatSpec]] = {}
+    for spec in specs:
+        if spec.function == "count" and spec.column is None:
+            out[spec.name] = np.rint(combine(rows)).astype(np.int64)
+            continue
+        name = str(spec.column)
+        if spec.function in ("median", "percentile"):
+            wanted.setdefault(name, []).append(spec)
+            continue
+        column = columns[name]
+        figures = shared.setdefault(name, {})
+        if "n" not in figures:
+            figures["n"] = n = np.rint(combine(column.get("n"))).astype(np.int64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                figures["sum"] = total = combine(column.get("sum"))
+                figures["mean"] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+        function = spec.function
+        if function in ("min", "max") and function not in figures:
+            per_row = column.get(function) if everyone else column.get(function)[member]
+            reduce = np.fmin if function == "min" else np.fmax
+            figures[function] = np.asarray(reduce.reduceat(per_row[order], starts), dtype=np.float64)
+        elif function in ("var", "std") and "var" not in figures:
+            # rows' squared deviations about their own mean, plus each row's mean offset from its group's
+            # (Chan et al.): the group's sum of squared deviations about its mean, without another pass
+            n = figures["n"]
+            count, mean = column.get("n"), column.get("mean")
+            offset = np.where(count > 0, mean - _spread(figures["mean"][group_of], member, everyone), 0.0)
+            ss = combine(column.get("m2") + count * offset * offset)
+            figures["var"] = np.where(n > 1, ss / np.maximum(n - 1, 1), np.nan)
+        key = {"count": "n", "std": "var"}.get(function, function)
+        out[spec.name] = np.sqrt(figures[key]) if function == "std" else figures[key]
+    for name, group in wanted.items():
+        block = columns[name].block
+        picked = order if everyone else np.flatnonzero(member)[order]
+        values = block[picked].ravel()
+        width = block.shape[1]
+        seg = Segments(starts * width, per_group * width, np.zeros(0), {name: values})
+        results = _Column(values, seg).percentiles([float(spec.q if spec.q is not None else 0.5) for spec in group])
+        for spec, result in zip(group, results, strict=True):
+            out[spec.name] = result
+    return groups, out
+
+
+def _spread(values: F64, member: npt.NDArray[np.bool_], everyone: bool) -> F64:
+    """Member rows' values laid out over every row (NaN for rows in no group)."""
+    if everyone:
+        return values
+    out = np.full(member.size, np.nan)
+    out[member] = values
     return out

@@ -12,12 +12,16 @@ Four kinds, all on event time (epoch seconds):
 
 Start is inclusive and end exclusive for tumbling, hopping and session windows; a sliding window is the one
 exception (it must contain the reading that ends it), see docs/language.md.
+
+:class:`DenseWindows` is the columnar buffer of open tumbling windows: readings go in as they arrive, one
+dense (device x arrival) block per argument column and window comes out, ready to be reduced along axis 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +29,7 @@ import numpy.typing as npt
 
 from .clock import parse_duration
 
-__all__ = ["WINDOW_KINDS", "WindowSpec", "grid_index"]
+__all__ = ["WINDOW_KINDS", "DenseBlock", "DenseWindows", "WindowSpec", "grid_index", "grid_index_of"]
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -39,6 +43,18 @@ def grid_index(t: F64, step: float) -> I64:
     k = np.where((k + 1) * step <= t, k + 1, k)
     k = np.where(k * step > t, k - 1, k)
     return np.asarray(k, dtype=np.int64)
+
+
+def grid_index_of(t: float, step: float) -> int:
+    """:func:`grid_index` of one time (same arithmetic, without arrays)."""
+    if not math.isfinite(t):
+        return int(grid_index(np.array([t]), step)[0])
+    k = math.floor(t / step)
+    if (k + 1) * step <= t:
+        k += 1
+    if k * step > t:
+        k -= 1
+    return k
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,12 @@ class WindowSpec:
             return t + self.size
         return t.astype(np.float64, copy=True)
 
+    def last_end_at(self, t: float) -> float:
+        """:meth:`last_end` of one time."""
+        if self.grid:
+            return grid_index_of(t, self.every) * self.every + self.size
+        return t + self.size if self.kind == "session" else t
+
     def next_grid_end(self, after: float) -> float:
         """Grid windows: the smallest window end strictly after ``after``."""
         k = int(np.floor((after - self.size) / self.every)) + 1
@@ -105,3 +127,120 @@ class WindowSpec:
         """Grid windows: how many windows contain each reading."""
         first, last = self.grid_range(t)
         return np.asarray(last - first + 1, dtype=np.int64)
+
+
+#: a block may hold at most this many cells per reading (beyond, a skewed device would waste memory) ...
+_CELLS_PER_ROW = 8
+#: ... plus this many cells whatever the number of readings
+_CELLS_FREE = 1 << 16
+
+
+@dataclass
+class DenseBlock:
+    """One open window: per device index, its number of readings (``counts``) and, per column, a 2-D block
+    whose row ``d`` holds device ``d``'s values in arrival order (NaN: gap or missing value).
+
+    ``usable`` turns False when the block would grow too sparse (one device with far more readings than the
+    others); ``generation`` is the group-membership generation the block's readings were keyed under."""
+
+    generation: int
+    counts: I64
+    cells: dict[str, F64]
+    width: int
+    #: number of device rows the cells have
+    capacity: int = 0
+    rows: int = 0
+    usable: bool = True
+
+    def active(self) -> I64:
+        """Device indices with at least one reading, ascending."""
+        return np.flatnonzero(self.counts).astype(np.int64)
+
+    def column(self, name: str, active: I64) -> F64:
+        """The block of one column restricted to ``active`` devices and to the columns in use."""
+        used = int(self.counts.max()) if self.counts.size else 0
+        block = self.cells[name]
+        if active.size and active.size == int(active[-1]) + 1:
+            return block[: active.size, :used]
+        return block[active, :used]
+
+
+@dataclass
+class DenseWindows:
+    """Open tumbling windows by grid index ``k``: readings (device indices and float columns) in, per window a
+    :class:`DenseBlock` out."""
+
+    columns: Sequence[str]
+    blocks: dict[int, DenseBlock] = field(default_factory=dict)
+    #: the width the last closed window needed: a new window starts that wide (no regrowth in steady state)
+    width_hint: int = 4
+
+    def add(self, k: int, dev: I64, values: Mapping[str, F64], generation: int) -> None:
+        """Append readings of window ``k`` (device indices ``dev``; ``values`` by column) in arrival order."""
+        if dev.size == 0:
+            return
+        block = self.blocks.get(k)
+        if block is None:
+            block = self.blocks[k] = DenseBlock(generation, np.zeros(0, dtype=np.int64), {}, 0)
+        if block.generation != generation:
+            block.usable = False
+        block.rows += int(dev.size)
+        if not block.usable:
+            return
+        added = np.bincount(dev)
+        if added.size > block.counts.size:
+            grown = np.zeros(max(added.size, 2 * block.counts.size), dtype=np.int64)
+            grown[: block.counts.size] = block.counts
+            block.counts = grown
+        counts = block.counts
+        pos = counts[dev]
+        if dev.size > 1 and int(added.max()) > 1:
+            repeated = np.flatnonzero(added[dev] > 1)  # only devices with several readings in the batch
+            pos[repeated] += _arrival_rank(dev[repeated])
+        counts[: added.size] += added
+        need = int(pos.max()) + 1
+        width = block.width
+        if need > width:
+            width = max(need, 2 * width, self.width_hint)
+        if width != block.width or counts.size != block.capacity:
+            if width > self.width_hint and width * counts.size > _CELLS_PER_ROW * block.rows + _CELLS_FREE:
+                block.usable = False
+                block.cells = {}
+                return
+            self._grow(block, width)
+        flat = dev * width
+        flat += pos
+        for name in self.columns:
+            block.cells[name].ravel()[flat] = values[name]
+
+    def _grow(self, block: DenseBlock, width: int) -> None:
+        devices = block.counts.size
+        for name in self.columns:
+            cells = np.full((devices, width), np.nan)
+            old = block.cells.get(name)
+            if old is not None:
+                cells[: old.shape[0], : old.shape[1]] = old
+            block.cells[name] = cells
+        block.capacity, block.width = devices, width
+
+    def pop(self, k: int) -> DenseBlock:
+        """Remove window ``k`` (closed); its width becomes the hint for the next windows."""
+        block = self.blocks.pop(k)
+        if block.usable and block.counts.size:
+            self.width_hint = max(4, int(block.counts.max()))
+        return block
+
+    def ending_by(self, watermark: float, window: WindowSpec) -> list[int]:
+        """The open windows that end at or before ``watermark``, ascending."""
+        return sorted(k for k in self.blocks if k * window.every + window.size <= watermark)
+
+
+def _arrival_rank(dev: I64) -> I64:
+    """For each reading, how many readings of the same device come before it in the batch."""
+    order = np.argsort(dev, kind="stable")
+    ordered = dev[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    counts = np.diff(np.append(starts, ordered.size))
+    rank = np.empty(dev.size, dtype=np.int64)
+    rank[order] = np.arange(dev.size) - np.repeat(starts, counts)
+    return rank
