@@ -368,3 +368,16 @@ def test_a_matched_hold_survives_a_restart_without_matching_again() -> None:
     restored = Engine(plan)
     restored.restore(orjson.loads(orjson.dumps(engine.snapshot())))
     assert restored.push([ev(50, 93)]) + restored.finish() == []
+
+
+def test_absence_deadlines_after_the_last_reading_of_every_device_fire_at_finish() -> None:
+    # regression (events benchmark, --events 100000): matches whose absence deadline lies after the device's last
+    # reading, and after the stream's last watermark, must still complete when the input ends
+    engine = Engine(compile_yaml(OVERHEAT))
+    batch = [ev(0, 91, device=d) for d in ("d1", "d2")] + [ev(1, 92, device=d) for d in ("d1", "d2")]
+    batch += [ev(3, 95, device="d1"), ev(4, 97, device="d2"), ev(5, 50, device="d3")]
+    lines = [orjson.dumps(e) for e in batch]
+    assert kinds(engine.push_raw(lines), "match") == []  # watermark 3: no deadline (13, 14) passed
+    records = engine.finish()
+    assert [(m["key"]["device"], m["at"]) for m in kinds(records, "match")] == [("d1", at(13)), ("d2", at(14))]
+    assert engine.finish() == []  # nothing fires twice

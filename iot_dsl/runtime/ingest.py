@@ -13,7 +13,8 @@ One batch path serves replay, the simulator and transports. :func:`decode_lines`
 6. dedup — ``(device, id)`` seen within the window is a duplicate: counted, dropped, no record;
 7. late — an event more than ``lateness + allowed_lateness`` behind the highest event time seen before it (its
    watermark minus the allowed lateness) becomes a ``late`` record;
-8. stamp — event time under ``TIME_KEY``; ``type``/``site``/``group`` filled from the device registry.
+8. stamp — event time under ``TIME_KEY``; ``type``/``site``/``group`` filled from the device registry, unless
+   nothing downstream can read them (:mod:`.ingest_envelope`).
 
 Every event received ends in exactly one of processed, duplicate, dead letter or late (:class:`IngestCounters`).
 After each batch the stream's watermark (highest event time minus ``lateness``) goes to ``ctx.watermarks``.
@@ -24,7 +25,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping, Sequence
 from itertools import compress, repeat
-from operator import itemgetter
+from operator import itemgetter, not_
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ import orjson
 
 from ..expr import Namespace, Scope, type_from_name
 from .clock import format_time, parse_duration, parse_time
+from .ingest_envelope import ENVELOPE, ENVELOPE_ORDER, envelope_needed
 from .ingest_rules import ChecksumVerifier, Normalizer
 from .ingest_state import DEFAULT_MAX_IDS, DedupTable, IngestCounters
 from .operators import TIME_KEY, BuildContext, Operator
@@ -48,9 +50,6 @@ FUTURE_KEY = "@ahead"
 #: What to do with an event whose time is ahead of the engine clock by more than ``future.tolerance``.
 FUTURE_POLICIES = ("clamp", "dead_letter", "accept")
 
-#: Envelope fields filled from the device registry when an event does not carry them.
-_ENVELOPE = frozenset({"type", "site", "group"})
-_ENVELOPE_ORDER = ("group", "site", "type")
 _NONE = type(None)
 #: Python types a declared field type admits (None: the field is absent or null).
 _ADMITS: dict[str, frozenset[type]] = {
@@ -165,6 +164,8 @@ class SourceOperator(Operator):
             },
         )
         self.normalizer = Normalizer(config.get("normalize") or [], scope, self.key, ctx.registry)
+        #: whether admitted events get ``type``/``site``/``group`` from the registry (False: nothing reads them)
+        self.fill_envelope = envelope_needed(ctx.plan, self.id)
         self._envelope_cache: dict[str, dict[str, Any]] = {}
         self._envelope_version: Any = None
 
@@ -248,11 +249,11 @@ class SourceOperator(Operator):
 
     def _type_failures(self, events: list[Event]) -> dict[int, str]:
         bad: dict[int, str] = {}
+        get = dict.get
         for name, kind in self.checks:
-            column = list(map(dict.get, events, repeat(name)))
-            if column.count(None) == len(column) or set(map(type, column)) <= _ADMITS[kind]:
-                continue  # (absent everywhere is the common case for envelope fields: one C pass)
-            for index, value in enumerate(column):
+            if set(map(type, map(get, events, repeat(name)))) <= _ADMITS[kind]:
+                continue  # one C pass per field (an absent field reads as None, which every type admits)
+            for index, value in enumerate(map(get, events, repeat(name))):
                 if index not in bad and not _type_ok(kind, value):
                     bad[index] = f"field '{name}' should be {kind}, got {type(value).__name__}"
         return bad
@@ -318,12 +319,12 @@ class SourceOperator(Operator):
         evicted_before = table.evicted
         if None in ids:  # events without an id are not de-duplicated
             positions = [i for i, v in enumerate(ids) if v is not None]
-            flags = table.admit([(devices[i], ids[i]) for i in positions], times[positions].tolist())
+            flags = table.admit_columns([devices[i] for i in positions], [ids[i] for i in positions], times[positions])
             duplicate = [False] * len(events)
             for position, flag in zip(positions, flags):
                 duplicate[position] = flag
         else:
-            duplicate = table.admit(list(zip(devices, ids)), times.tolist())
+            duplicate = table.admit_columns(devices, ids, times)
         evicted = table.evicted - evicted_before
         if evicted:
             self.counters.dedup_evicted += evicted
@@ -341,7 +342,7 @@ class SourceOperator(Operator):
         self._dedup_evicting = bool(evicted)
         if True not in duplicate:
             return events, devices, times
-        keep = [not d for d in duplicate]
+        keep = list(map(not_, duplicate))
         self.counters.duplicates += len(keep) - sum(keep)
         return list(compress(events, keep)), list(compress(devices, keep)), times[np.array(keep, dtype=bool)]
 
@@ -373,31 +374,37 @@ class SourceOperator(Operator):
         return list(compress(events, keep.tolist())), list(compress(devices, keep.tolist())), times[keep]
 
     def _stamp(self, events: list[Event], devices: list[str], times: np.ndarray) -> None:
-        n = len(events)
-        deque(map(dict.__setitem__, events, repeat(TIME_KEY, n), times.tolist()), maxlen=0)  # C loop
+        deque(map(dict.__setitem__, events, repeat(TIME_KEY), times.tolist()), maxlen=0)  # C loop
+        if self.fill_envelope:
+            self._fill_envelope(events, devices)
+
+    def _fill_envelope(self, events: list[Event], devices: list[str]) -> None:
         # type, site and group need not travel with every reading: fill them from the device registry
-        bare = list(map(_ENVELOPE.isdisjoint, events))
+        bare = list(map(ENVELOPE.isdisjoint, events))
         if False in bare:
-            partial = [i for i, e in enumerate(events) if not bare[i] and not _ENVELOPE <= e.keys()]
+            partial = [i for i, e in enumerate(events) if not bare[i] and not ENVELOPE <= e.keys()]
+            if True not in bare and not partial:
+                return
         else:
             partial = []
-        if True not in bare and not partial:
-            return
         version = getattr(self.ctx.registry, "version", None)
         if version != self._envelope_version or self._envelope_version is None:
             self._envelope_cache = {}
             self._envelope_version = version
         cache = self._envelope_cache
-        if not cache.keys() >= set(devices):
+        try:
+            envelopes = list(map(cache.__getitem__, devices))
+        except KeyError:
             attributes_of = self.ctx.attributes_of
-            for device in set(devices) - cache.keys():
+            for device in set(devices).difference(cache):
                 attrs = attributes_of(device)
-                cache[device] = {name: attrs[name] for name in _ENVELOPE_ORDER if name in attrs}
+                cache[device] = {name: attrs[name] for name in ENVELOPE_ORDER if name in attrs}
+            envelopes = list(map(cache.__getitem__, devices))
         if True in bare:
-            deque(map(dict.update, compress(events, bare), map(cache.__getitem__, compress(devices, bare))), maxlen=0)
+            deque(map(dict.update, compress(events, bare), compress(envelopes, bare)), maxlen=0)
         for i in partial:
             event = events[i]
-            for name, value in cache[devices[i]].items():
+            for name, value in envelopes[i].items():
                 if name not in event:
                     event[name] = value
 

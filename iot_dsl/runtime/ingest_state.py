@@ -7,15 +7,19 @@ ends in exactly one of ``processed``, ``duplicates``, ``dead_letters`` or ``late
 :class:`DedupTable` remembers the ids of recent events per device for an event-time window: an id is forgotten
 once the stream's watermark has passed its event time by more than the window (swept in bulk, so an id may be
 kept up to a quarter window longer). ``max_ids`` bounds the table: when it is exceeded the oldest ids are
-forgotten first and counted in ``evicted``.
+forgotten first (equal times: by device, in the order devices were first seen, then ids in the order they came)
+and counted in ``evicted``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from operator import ne, or_
+from itertools import compress
+from operator import is_not, itemgetter
 from typing import Any
+
+import numpy as np
 
 __all__ = ["DEFAULT_MAX_IDS", "DedupTable", "IngestCounters"]
 
@@ -51,29 +55,57 @@ class IngestCounters:
 
 
 class DedupTable:
-    """Recently seen ``(device, id)`` keys with their event times, bounded by an event-time window and a size."""
+    """Recently seen ``(device, id)`` keys with their event times, bounded by an event-time window and a size.
+
+    Kept as one small ``id -> event time`` dict per device: no tuple per id, and dicts of ints or strings and
+    floats that the garbage collector never has to walk (a flat table of a million tuple keys costs more in
+    collections than in lookups).
+    """
 
     def __init__(self, window: float, max_ids: int = DEFAULT_MAX_IDS) -> None:
         self.window = window
         self.max_ids = max_ids
-        self.seen: dict[tuple[str, Any], float] = {}
+        #: device -> id -> event time
+        self.devices: dict[str, dict[Any, float]] = {}
+        self.size = 0
         #: ids with event time below this have been swept
         self.cutoff = float("-inf")
         self.evicted = 0
 
     def __len__(self) -> int:
-        return len(self.seen)
+        return self.size
 
-    def admit(self, keys: Sequence[tuple[str, Any]], times: Sequence[float]) -> list[bool]:
-        """Record the keys; return for each whether it is a duplicate (seen before, or earlier in this batch)."""
-        seen = self.seen
-        dup = list(map(seen.__contains__, keys))  # C loops throughout: this runs for every event
-        count = len(keys)
-        first = dict(zip(reversed(keys), reversed(range(count))))  # key -> its first position in the batch
-        if len(first) != count:  # the same key twice in this batch: later copies are duplicates too
-            dup = list(map(or_, dup, map(ne, map(first.__getitem__, keys), range(count))))
-        seen.update(zip(keys, times))
-        if len(seen) > self.max_ids:
+    @property
+    def seen(self) -> dict[tuple[str, Any], float]:
+        """The remembered ``(device, id) -> event time`` as one dict (built on each access: for inspection)."""
+        return {(device, ident): t for device, ids in self.devices.items() for ident, t in ids.items()}
+
+    def admit(self, keys: Sequence[tuple[str, Any]], times: Sequence[float] | np.ndarray) -> list[bool]:
+        """Record the ``(device, id)`` keys; return for each whether it is a duplicate (see :meth:`admit_columns`)."""
+        return self.admit_columns([k[0] for k in keys], [k[1] for k in keys], times)
+
+    def admit_columns(
+        self, devices: Sequence[str], ids: Sequence[Any], times: Sequence[float] | np.ndarray
+    ) -> list[bool]:
+        """Record the ids of a batch (parallel columns); return for each whether it is a duplicate (seen before,
+        or earlier in this batch). A duplicate's event time replaces the one remembered for it (the last copy wins).
+        """
+        tables = self.devices
+        try:
+            own = list(map(tables.__getitem__, devices))
+        except KeyError:
+            for device in set(devices).difference(tables):
+                tables[device] = {}
+            own = list(map(tables.__getitem__, devices))
+        values = np.asarray(times, dtype=np.float64).tolist()  # fresh float objects: identity tells who was stored
+        stored = list(map(dict.setdefault, own, ids, values))  # C loops throughout: this runs for every event
+        dup = list(map(is_not, stored, values))
+        duplicates = dup.count(True)
+        if duplicates:
+            for index in compress(range(len(dup)), dup):
+                own[index][ids[index]] = values[index]
+        self.size += len(dup) - duplicates
+        if self.size > self.max_ids:
             self._evict()
         return dup
 
@@ -83,25 +115,45 @@ class DedupTable:
         if cutoff <= self.cutoff + self.window / 4:
             return
         self.cutoff = cutoff
-        self.seen = {k: t for k, t in self.seen.items() if t >= cutoff}
+        kept: dict[str, dict[Any, float]] = {}
+        for device, ids in self.devices.items():
+            if min(ids.values()) < cutoff:
+                ids = {ident: t for ident, t in ids.items() if t >= cutoff}
+            if ids:
+                kept[device] = ids
+        self.devices = kept
+        self.size = sum(map(len, kept.values()))
 
     def _evict(self) -> None:
         # forget the oldest ids down to 90% of the bound, so eviction is amortised over many events
         keep = max(1, int(self.max_ids * 0.9))
-        ordered = sorted(self.seen.items(), key=lambda item: item[1])
+        ordered = sorted(self._entries(), key=itemgetter(2))
         dropped = len(ordered) - keep
         self.evicted += dropped
-        self.seen = dict(ordered[dropped:])
+        self._load(ordered[dropped:])
+
+    def _entries(self) -> list[tuple[str, Any, float]]:
+        return [(device, ident, t) for device, ids in self.devices.items() for ident, t in ids.items()]
+
+    def _load(self, entries: Sequence[Sequence[Any]]) -> None:
+        tables: dict[str, dict[Any, float]] = {}
+        for device, ident, t in entries:
+            ids = tables.get(device)
+            if ids is None:
+                ids = tables[device] = {}
+            ids[ident] = float(t)
+        self.devices = tables
+        self.size = sum(map(len, tables.values()))
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-friendly state: the remembered keys with their times, and the sweep cutoff."""
         return {
             "cutoff": self.cutoff if self.cutoff > float("-inf") else None,
-            "seen": [[device, ident, t] for (device, ident), t in self.seen.items()],
+            "seen": [list(entry) for entry in self._entries()],
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Take back :meth:`snapshot`'s state."""
         cutoff = state.get("cutoff")
         self.cutoff = float(cutoff) if cutoff is not None else float("-inf")
-        self.seen = {(item[0], item[1]): float(item[2]) for item in state.get("seen", [])}
+        self._load([(item[0], item[1], item[2]) for item in state.get("seen", [])])

@@ -103,11 +103,25 @@ def _compile(text: str, scope: Scope) -> Callable[[Any], Any]:
     return compile_expr(parse_expr(text), scope)
 
 
-class FilterOperator(Operator):
-    """Keep events for which the ``where`` condition holds."""
+class _EnvelopeAware(Operator):
+    """An operator whose events may lack the envelope fields (their source skips them when nothing reads them):
+    its dead letters get them back, so they read the same either way (see :mod:`.ingest_envelope`)."""
 
     def __init__(self, spec: Mapping[str, Any], ctx: BuildContext, key: str) -> None:
         super().__init__(spec, ctx)
+        from .ingest_envelope import envelope_filler  # ingestion builds on this module
+
+        self.envelope = envelope_filler(ctx.plan, self.id, key, ctx.attributes_of)
+
+    def _dead(self, event: Any, reason: str, records: list[Record]) -> None:
+        super()._dead(self.envelope(event) if self.envelope is not None else event, reason, records)
+
+
+class FilterOperator(_EnvelopeAware):
+    """Keep events for which the ``where`` condition holds."""
+
+    def __init__(self, spec: Mapping[str, Any], ctx: BuildContext, key: str) -> None:
+        super().__init__(spec, ctx, key)
         where = spec["config"].get("where")
         self.predicate = _compile(where, _stream_scope(spec["config"]["input_fields"], ctx, key)) if where else None
 
@@ -130,11 +144,11 @@ class FilterOperator(Operator):
         return out
 
 
-class DeriveOperator(Operator):
+class DeriveOperator(_EnvelopeAware):
     """Add derived fields, in declaration order (a later field may use an earlier one)."""
 
     def __init__(self, spec: Mapping[str, Any], ctx: BuildContext, key: str) -> None:
-        super().__init__(spec, ctx)
+        super().__init__(spec, ctx, key)
         fields = dict(spec["config"]["input_fields"])
         self.derivations: list[tuple[str, Callable[[Any], Any]]] = []
         for name, text in spec["config"]["derive"]:

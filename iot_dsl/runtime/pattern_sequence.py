@@ -352,13 +352,14 @@ class SequenceMatcher:
                 del self.keys[key]
 
     # ------------------------------------------------------------------------------------------------ state
-    def snapshot(self) -> dict[str, Any]:
-        """Runs per key (each with the events it took) and the timer sequence: JSON-serializable."""
+    def snapshot(self, saved: Callable[[Event], Event] = lambda event: event) -> dict[str, Any]:
+        """Runs per key (each with the events it took, as ``saved`` keeps them) and the timer sequence:
+        JSON-serializable."""
         keys = []
         for key, state in self.keys.items():
             runs = [
                 {
-                    "chain": [[link[0], link[2], link[1]] for link in _links(run.chain)],
+                    "chain": [[link[0], link[2], saved(link[1])] for link in _links(run.chain)],
                     "start_t": run.start_t,
                     "target": run.target,
                     "entry": run.entry,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
+from itertools import compress, repeat
 from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any
@@ -18,6 +19,7 @@ from ..errors import ExprError
 from ..expr import Namespace, Scope, compile_expr, parse_expr, type_from_name
 from ..expr import BOOLEAN
 from .clock import format_time
+from .ingest_envelope import envelope_filler
 from .operators import TIME_KEY, BuildContext, Operator
 from .pattern_conditions import AggregateRef, Context, compile_condition
 from .pattern_sequence import CONTIGUITY, RELAXED, STRICT, KeyState, Run, SequenceMatcher, StepSpec, _links
@@ -52,6 +54,15 @@ class _EventTimeOperator(Operator):
         self.source = ctx.source_of.get(self.id)
         #: held-back events: one chunk per batch, each sorted by event time (equal times in arrival order)
         self.chunks: list[list[Event]] = []
+        #: fills the envelope fields into events that leave as records or snapshots (None: events carry them)
+        self.envelope = envelope_filler(ctx.plan, self.id, device_key, ctx.attributes_of)
+
+    def _dead(self, event: Any, reason: str, records: list[Record]) -> None:
+        super()._dead(self.envelope(event) if self.envelope is not None else event, reason, records)
+
+    def saved(self, event: Event) -> Event:
+        """An event as a snapshot keeps it: with the envelope fields it would carry had its source set them."""
+        return self.envelope(event) if self.envelope is not None else event
 
     def views(self) -> tuple[list[Any], Mapping[Any, Any], Callable[[Any], bool]]:
         """Pending timers (a heap of tuples starting with the deadline), the keys with state, and the quick test
@@ -103,7 +114,7 @@ class _EventTimeOperator(Operator):
         per = self.per
         single = per[0] if len(per) == 1 else None
         (timers, live, may_start), on_event = self.views(), self.on_event
-        for event in ready:
+        for event in self._candidates(ready, single, live, may_start):
             t = event[TIME_KEY]
             if timers and timers[0][0] < t:
                 self.fire(t, records, out)
@@ -118,9 +129,34 @@ class _EventTimeOperator(Operator):
             except ExprError as exc:
                 self._dead(event, f"pattern '{self.name}' cannot evaluate its condition: {exc.message}", records)
 
+    def _candidates(
+        self, ready: list[Event], single: str | None, live: Mapping[Any, Any], may_start: Callable[[Any], bool]
+    ) -> list[Event]:
+        """The events of ``ready`` that need a look, in order; the others (most of them) cannot change anything.
+
+        A key gets state only from an event that may start it, so only the events of keys with state now, of
+        keys with an event that may start state in ``ready``, and of a missing key (a dead letter) matter. Found
+        with C loops; when a key or a condition cannot be computed for some event, every event gets a look (the
+        per-event loop reports it as it always did).
+        """
+        get = dict.get
+        try:
+            if single is not None:
+                keys: list[Any] = list(map(get, ready, repeat(single)))
+                wanted = set(compress(keys, map(may_start, ready)))
+                wanted.add(None)
+            else:
+                keys = list(zip(*[map(get, ready, repeat(f)) for f in self.per]))
+                wanted = set(compress(keys, map(may_start, ready)))
+                wanted.update(key for key in keys if None in key)
+            wanted.update(live)
+            return list(compress(ready, map(wanted.__contains__, keys)))
+        except Exception:  # noqa: BLE001 - any failure: the per-event loop below reports it exactly as before
+            return ready
+
     def buffered(self) -> list[Event]:
         """The held-back events in arrival order of their batches (what a snapshot keeps)."""
-        return [event for chunk in self.chunks for event in chunk]
+        return [self.saved(event) for chunk in self.chunks for event in chunk]
 
     def key_fields(self, key: Any) -> dict[str, Any]:
         """The key as ``{field: value}``."""
@@ -271,7 +307,7 @@ class PatternOperator(_EventTimeOperator):
         """Buffered events, partial matches (with the events they took) and absence timers."""
         return {
             "buffer": self.buffered(),
-            "matcher": self.matcher.snapshot(),
+            "matcher": self.matcher.snapshot(self.saved),
             "next_sweep": self.next_sweep if self.next_sweep > -INF else None,
             "dropped": self.dropped,
         }
@@ -340,8 +376,8 @@ class HoldOperator(_EventTimeOperator):
     def snapshot(self) -> Any:
         """Buffered events and running holds (their timers are rebuilt from them)."""
         holds = [
-            {"key": list(k) if isinstance(k, tuple) else k, "start": h[0], "seq": h[1], "first": h[2], "last": h[3],
-             "matched": h[4]}
+            {"key": list(k) if isinstance(k, tuple) else k, "start": h[0], "seq": h[1], "first": self.saved(h[2]),
+             "last": self.saved(h[3]), "matched": h[4]}
             for k, h in self.holds.items()
         ]
         return {"buffer": self.buffered(), "holds": holds, "seq": self.seq}
