@@ -287,3 +287,14 @@ def test_each_gateway_keeps_its_own_watermark_and_the_cloud_sees_the_lowest() ->
     assert engine.watermarks["cloud"]["telemetry"] == T0 + 50  # never goes backwards
     engine.push([{"device": "s3", "ts": T0 + 55, "temp": 1.0}])
     assert engine.watermarks["cloud"]["telemetry"] == T0 + 55  # the slowest gateway now sets the pace
+
+
+def test_a_command_to_the_sender_works_without_a_registry_entry() -> None:
+    plan = compile_file(WORKFLOWS / "filter-derive.yaml")
+    engine = Engine(plan)  # empty registry: a replay of recorded events without a fleet
+    described = {"device": "f-9", "ts": T0, "temp": -10.0, "door_open": False, "type": "freezer", "firmware": "1.0"}
+    anonymous = {"device": "f-8", "ts": T0, "temp": -10.0, "door_open": False}
+    records = engine.push([described, anonymous])
+    assert [(r["kind"], r["device"]) for r in records] == [("command", "f-9"), ("command_result", "f-8")]
+    assert records[0]["payload"] == {"cmd": "boost", "minutes": 16.0}
+    assert records[1]["reason"] == "device type 'unknown' has no command 'boost'"

@@ -267,13 +267,30 @@ class RuleOperator(Operator):
             return
         params = {name: fn(event) for name, fn in action["params"]}
         targets = action["targets"]
+        if targets is None:
+            # without targets a command goes to the device that sent the event (known or not to the registry)
+            records.append(self._command(spec, action, self._sender(device, event), params, at, device))
+            return
         for target in self.ctx.devices_in_scope():
-            if targets is not None:
-                if not targets(_TargetRow(target.as_attributes(), event)):
-                    continue
-            elif target.id != device:
-                continue  # without targets a command goes to the device that sent the event
-            records.append(self._command(spec, action, target, params, at, device))
+            if targets(_TargetRow(target.as_attributes(), event)):
+                records.append(self._command(spec, action, target, params, at, device))
+
+    def _sender(self, device: Any, event: Event) -> Device:
+        """The registry's entry for the sending device, or one described by the event's envelope fields."""
+        registry = self.ctx.registry
+        known = registry.get(device) if registry is not None else None
+        if known is not None:
+            return known  # type: ignore[no-any-return]
+        return Device(
+            id=str(device),
+            type=str(event.get("type", "unknown")),
+            site=str(event.get("site", "")),
+            group=str(event.get("group", event.get("site", ""))),
+            lat=0.0,
+            lon=0.0,
+            firmware=str(event.get("firmware", "0.0.0")),
+            attrs={},
+        )
 
     def _command(
         self, spec: Mapping[str, Any], action: Mapping[str, Any], target: Device, params: dict[str, Any], at: float,
