@@ -26,7 +26,7 @@ from ..transports import MemoryTransport, Transport
 from .clock import Clock, VirtualClock, parse_time
 from .ingest import DecodedBatch, SourceOperator, decode_lines
 from .ingest_state import IngestCounters
-from .operators import TIME_KEY, BuildContext, Operator, build_operator
+from .operators import BuildContext, Operator, build_operator
 from .records import Record, dead_letter
 
 __all__ = ["Engine", "EngineStats", "link_topic"]

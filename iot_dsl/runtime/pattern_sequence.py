@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .operators import TIME_KEY
 from .pattern_conditions import AggregateRef, Context, empty_context, extend_context
 from .records import Record
 
