@@ -367,7 +367,17 @@ class BlockColumn:
         or ``sorted`` (rows sorted, NaN last), per row."""
         found = self._cache.get(key)
         if found is None:
-            found = self._cache[key] = getattr(self, f"_{key}")()
+            compute = {
+                "n": self._n,
+                "sum": self._sum,
+                "mean": self._mean,
+                "min": self._min,
+                "max": self._max,
+                "m2": self._m2,
+                "var": self._var,
+                "sorted": self._sorted,
+            }[key]  # a closed table: no method names built from strings
+            found = self._cache[key] = compute()
         return found
 
     def _n(self) -> I64:
