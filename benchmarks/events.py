@@ -25,8 +25,12 @@ reported.
 Patterns (``pattern_vs_*``), only when ``benchmarks/pattern_workload.py`` exists and its ``PATTERN_YAML``
 compiles: the same stream with every device sending ``temp`` in C (the pattern workflow does not normalise);
 the project (``push_raw`` of its ``PATTERN_YAML``, then ``finish()``) vs its ``hand_matcher`` on the whole
-stream, and vs Bytewax (``fold_final`` of each device's readings, then the same per-device matcher) on the
-prefix. Matches must be identical.
+stream, and vs Bytewax on the prefix. The Bytewax baseline is a streaming dataflow with a per-device stateful
+operator: ``filter_map`` (decode), ``key_on`` (device), then ``op.stateful`` with a ``StatefulLogic`` that drops
+redelivered ``seq`` values, buffers each device's readings and, as each one arrives, runs the pattern in
+event-time order over those at or before the device's max seen ``ts`` minus ``PATTERN_YAML``'s ``lateness`` (as
+the engine does), with ``hand_matcher``'s rules; ``on_eof`` flushes the rest at end of stream. Matches must be
+identical.
 
 Every contender's time includes decoding the JSON lines (the hand loops call ``orjson.loads`` per line inside
 the timed region, as the project decodes inside ``push_raw``). The workload itself (the lists of lines, the
@@ -318,11 +322,39 @@ def decode_all(lines: list[bytes]) -> list[dict[str, Any]]:
     return out
 
 
-def pattern_bytewax(lines: list[bytes], matcher: Callable[[list[dict[str, Any]]], list[tuple[Any, ...]]]) -> list[Any]:
-    """Bytewax: decode, key by device, gather each device's readings (``fold_final``), the same per-device matcher."""
+def pattern_lateness(workload: Any) -> float:
+    """The ``lateness`` (seconds) of the pattern's source stream in ``PATTERN_YAML``."""
+    import yaml
+
+    spec = yaml.safe_load(workload.PATTERN_YAML)
+    stream = spec["patterns"][workload.PATTERN_NAME]["stream"]
+    text = str(spec["streams"][stream]["lateness"]).strip()
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for suffix in ("ms", "s", "m", "h"):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * units[suffix]
+    return float(text)
+
+
+def pattern_bytewax(lines: list[bytes], workload: Any) -> list[Any]:
+    """Bytewax: a streaming dataflow with a per-device stateful operator (``op.stateful``).
+
+    decode (``filter_map``) -> key by device (``key_on``) -> per-device ``StatefulLogic`` that drops redelivered
+    ``seq`` values, buffers readings in a heap, and, as each reading arrives, runs the pattern in event-time order
+    over the readings at or before the device's max seen ``ts`` minus the stream's lateness (as the engine does);
+    ``on_eof`` flushes the rest. The pattern rules are ``hand_matcher``'s (deadlines, ack clearing, skip-past-last).
+    """
+    import copy
+    import heapq
+
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow
+    from bytewax.operators import StatefulLogic
     from bytewax.testing import TestingSink, TestingSource, run_main
+
+    within, quiet_for = float(workload.WITHIN), float(workload.QUIET)
+    lateness = pattern_lateness(workload)
+    heappush, heappop = heapq.heappush, heapq.heappop
 
     def decode(line: bytes) -> dict[str, Any] | None:
         try:
@@ -331,18 +363,80 @@ def pattern_bytewax(lines: list[bytes], matcher: Callable[[list[dict[str, Any]]]
         except orjson.JSONDecodeError:
             return None
 
-    def gather(readings: list[dict[str, Any]], e: dict[str, Any]) -> list[dict[str, Any]]:
-        readings.append(e)
-        return readings
+    class Overheat(StatefulLogic[dict[str, Any], tuple[float, float], Any]):
+        def __init__(self, resume: Any) -> None:
+            if resume is None:
+                resume = (set(), [], float("-inf"), 0, 0, [], [])
+            self.seen, self.buffer, self.max_ts, self.arrived, self.index, self.waiting, self.quiet = resume
+
+        def _step(self, t: float, temp: float, ack: bool, out: list[tuple[float, float]]) -> None:
+            index = self.index
+            self.index += 1
+            quiet, waiting = self.quiet, self.waiting
+            while quiet and quiet[0][0] < t:  # the quiet period after 'hotter' passed without an ack: a match
+                _, start, end, _, last = quiet.pop(0)
+                out.append((start, end))
+                waiting = [w for w in waiting if w[2] > last]  # skip-past-last
+                quiet = [q for q in quiet if q[3] > last]
+            if ack:
+                quiet = []
+            still = []
+            for hot_t, hot_temp, hot_index in waiting:
+                if hot_t + within <= t:
+                    continue
+                if temp > hot_temp + 2:
+                    quiet.append((t + quiet_for, hot_t, t, hot_index, index))
+                else:
+                    still.append((hot_t, hot_temp, hot_index))
+            if temp > 90:
+                still.append((t, temp, index))
+            self.waiting, self.quiet = still, quiet
+
+        def on_item(self, value: dict[str, Any]) -> tuple[list[tuple[float, float]], bool]:
+            seq = value.get("seq")
+            if seq is not None:
+                if seq in self.seen:
+                    return [], StatefulLogic.RETAIN  # a redelivered duplicate
+                self.seen.add(seq)
+            t = float(value["ts"])
+            heappush(self.buffer, (t, self.arrived, value["temp"], value["status"] == "ack"))  # ties: arrival order
+            self.arrived += 1
+            self.max_ts = max(self.max_ts, t)
+            out: list[tuple[float, float]] = []
+            release = self.max_ts - lateness
+            buffer = self.buffer
+            while buffer and buffer[0][0] <= release:
+                t, _, temp, ack = heappop(buffer)
+                self._step(t, temp, ack, out)
+            return out, StatefulLogic.RETAIN
+
+        def on_eof(self) -> tuple[list[tuple[float, float]], bool]:
+            out: list[tuple[float, float]] = []
+            buffer = self.buffer
+            while buffer:
+                t, _, temp, ack = heappop(buffer)
+                self._step(t, temp, ack, out)
+            quiet = self.quiet
+            while quiet:  # end of stream: the pending quiet periods complete
+                _, start, end, _, last = quiet.pop(0)
+                out.append((start, end))
+                quiet = [q for q in quiet if q[3] > last]
+            self.quiet = quiet
+            return out, StatefulLogic.DISCARD
+
+        def snapshot(self) -> Any:
+            return copy.deepcopy(
+                (self.seen, self.buffer, self.max_ts, self.arrived, self.index, self.waiting, self.quiet)
+            )
 
     flow = Dataflow("pattern_bench")
-    keyed = op.key_on("device", op.filter_map("decode", op.input("in", flow, TestingSource(lines, batch_size=BATCH)), decode),
-                      lambda e: e["device"])
-    matches = op.flat_map_value("match", op.fold_final("gather", keyed, list, gather), matcher)
-    out: list[tuple[str, Any]] = []
+    events = op.filter_map("decode", op.input("in", flow, TestingSource(lines, batch_size=BATCH)), decode)
+    keyed = op.key_on("device", events, lambda e: e["device"])
+    matches = op.stateful("overheat", keyed, Overheat)
+    out: list[tuple[str, tuple[float, float]]] = []
     op.output("out", matches, TestingSink(out))
     run_main(flow)
-    return sorted(m for _, m in out)
+    return sorted((device, start, end) for device, (start, end) in out)
 
 
 def pattern_part(plain: list[bytes], registry: DeviceRegistry, rounds: int, subset: int) -> dict[str, Any]:
@@ -383,7 +477,7 @@ def pattern_part(plain: list[bytes], registry: DeviceRegistry, rounds: int, subs
         return {"pattern_agree": False}
     part = plain[:subset]
     dt_project, sub_project = timed(lambda: project(part))
-    dt_bytewax, sub_bytewax = timed(lambda: pattern_bytewax(part, workload.hand_matcher))
+    dt_bytewax, sub_bytewax = timed(lambda: pattern_bytewax(part, workload))
     agree_bytewax = sub_bytewax == sub_project == hand(part)
     print(f"patterns on {len(part)} lines: project {dt_project:.2f}s, bytewax {dt_bytewax:.2f}s, agree={agree_bytewax}",
           file=sys.stderr)
