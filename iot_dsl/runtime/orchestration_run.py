@@ -428,19 +428,7 @@ class Run:
             return False  # the retry could only run after the command expired
         command.move(PENDING, now, reason)
         self.backing_off.add(command)
-        self._record(
-            "command_result",
-            now,
-            command_id=command.id,
-            command=command.command,
-            device=command.device.id,
-            status=status,
-            reason=reason,
-            step=command.owner.name,
-            attempt=command.attempt,
-            final=False,
-            retry_in=delay,
-        )
+        self._command_result(command, now, status, final=False, reason=reason, retry_in=delay)
         self.host.deadlines.schedule(now + delay, lambda when: self._requeue(command, when))
         return True
 
@@ -480,19 +468,23 @@ class Run:
             fields["latency"] = round(now - command.first_sent_at, 3)
         if command.undoes is not None:
             fields["compensates"] = command.undoes.id
+        self._command_result(command, now, state, final=True, **fields)
+        command.owner.finalized(command, now)
+
+    def _command_result(self, command: Command, now: float, status: str, *, final: bool, **fields: Any) -> None:
+        """Record a ``command_result`` for ``command`` (its step and attempt included)."""
         self._record(
             "command_result",
             now,
             command_id=command.id,
             command=command.command,
             device=command.device.id,
-            status=state,
+            status=status,
             step=command.owner.name,
             attempt=command.attempt,
-            final=True,
+            final=final,
             **fields,
         )
-        command.owner.finalized(command, now)
 
     def step_command_finished(self, step: StepRun, command: Command, now: float) -> None:
         """Count a step's finished command: abort criteria, barrier, waves and dependents."""
@@ -660,18 +652,7 @@ class Run:
             self.undone += 1
             self.counts[SUCCEEDED] -= 1
             self.counts[COMPENSATED] += 1
-            self._record(
-                "command_result",
-                now,
-                command_id=original.id,
-                command=original.command,
-                device=original.device.id,
-                status=COMPENSATED,
-                step=owner.name,
-                attempt=original.attempt,
-                final=True,
-                compensated_by=command.id,
-            )
+            self._command_result(original, now, COMPENSATED, final=True, compensated_by=command.id)
         else:
             self.undo_failures.append(_failure(owner.name, command))
         if owner.terminal == len(owner.commands):
