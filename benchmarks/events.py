@@ -17,7 +17,8 @@ drop corrupt lines, filter ``temp > 60`` and keep per-device count/min/max/last 
 * Bytewax 0.21: the same steps as a dataflow (``TestingSource``, ``filter_map``, ``stateful_map`` for
   de-duplication, ``filter_value``, ``fold_final`` for the state), run with ``run_main``. Bytewax spends tens of
   microseconds per event, so it runs on a prefix of the stream (``--bytewax-lines``) and
-  ``throughput_vs_bytewax`` compares it with the project on that same prefix.
+  ``throughput_vs_bytewax`` compares it with the project on that same prefix (medians of
+  ``--bytewax-rounds`` alternating runs).
 
 All three must compute the same per-device states (and the engine's counters must reconcile) before any speed is
 reported.
@@ -38,7 +39,8 @@ registry) is frozen out of the garbage collector before timing (``gc.freeze``): 
 otherwise each full collection would walk its two million objects and bill whoever allocates long-lived objects.
 
 Run: ``.venv/bin/python benchmarks/events.py`` (``--events N`` for a smaller run, ``--rounds R``,
-``--pattern-rounds R``, ``--batch LINES``, ``--bytewax-lines N``).
+``--pattern-rounds R``, ``--batch LINES``, ``--bytewax-lines N``, ``--bytewax-rounds R``). Every comparison is a
+median over alternating rounds.
 """
 
 from __future__ import annotations
@@ -301,6 +303,17 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
+def alternate(rounds: int, *contenders: Callable[[], Any]) -> list[tuple[float, Any]]:
+    """Run the contenders one after the other, ``rounds`` times: (median seconds, last result) of each."""
+    times: list[list[float]] = [[] for _ in contenders]
+    results: list[Any] = [None] * len(contenders)
+    for _ in range(rounds):
+        for i, fn in enumerate(contenders):
+            dt, results[i] = timed(fn)
+            times[i].append(dt)
+    return [(statistics.median(t), r) for t, r in zip(times, results)]
+
+
 def load_pattern_workload() -> Any:
     path = ROOT / "benchmarks" / "pattern_workload.py"
     if not path.exists():
@@ -439,7 +452,9 @@ def pattern_bytewax(lines: list[bytes], workload: Any) -> list[Any]:
     return sorted((device, start, end) for device, (start, end) in out)
 
 
-def pattern_part(plain: list[bytes], registry: DeviceRegistry, rounds: int, subset: int) -> dict[str, Any]:
+def pattern_part(
+    plain: list[bytes], registry: DeviceRegistry, rounds: int, subset: int, bytewax_rounds: int
+) -> dict[str, Any]:
     """Project vs hand matcher (vs Bytewax) on the pattern of benchmarks/pattern_workload.py, when it exists."""
     workload = load_pattern_workload()
     if workload is None:
@@ -476,8 +491,9 @@ def pattern_part(plain: list[bytes], registry: DeviceRegistry, rounds: int, subs
         print(f"patterns: project ({len(project_out)}) and hand matcher ({len(hand_out)}) DISAGREE", file=sys.stderr)
         return {"pattern_agree": False}
     part = plain[:subset]
-    dt_project, sub_project = timed(lambda: project(part))
-    dt_bytewax, sub_bytewax = timed(lambda: pattern_bytewax(part, workload))
+    (dt_project, sub_project), (dt_bytewax, sub_bytewax) = alternate(
+        bytewax_rounds, lambda: project(part), lambda: pattern_bytewax(part, workload)
+    )
     agree_bytewax = sub_bytewax == sub_project == hand(part)
     print(f"patterns on {len(part)} lines: project {dt_project:.2f}s, bytewax {dt_bytewax:.2f}s, agree={agree_bytewax}",
           file=sys.stderr)
@@ -501,8 +517,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--batch", type=int, default=BATCH, help="lines per push_raw batch")
-    parser.add_argument("--pattern-rounds", type=int, default=1)
+    parser.add_argument("--pattern-rounds", type=int, default=3)
     parser.add_argument("--bytewax-lines", type=int, default=100_000, help="Bytewax runs on this prefix (slow)")
+    parser.add_argument("--bytewax-rounds", type=int, default=3, help="alternating rounds on the Bytewax prefix")
     args = parser.parse_args()
     BATCH = args.batch
 
@@ -532,8 +549,9 @@ def main() -> None:
     stats = engine.stats
     # Bytewax (tens of microseconds per event) on a prefix, with the project on the same prefix
     part = lines[: args.bytewax_lines]
-    dt_sub_project, (sub_project, _) = timed(lambda: run_project(part, plan, registry))
-    dt_bytewax, bytewax_state = timed(lambda: run_bytewax(part))
+    (dt_sub_project, (sub_project, _)), (dt_bytewax, bytewax_state) = alternate(
+        args.bytewax_rounds, lambda: run_project(part, plan, registry), lambda: run_bytewax(part)
+    )
     print(f"ingest on {len(part)} lines: project {dt_sub_project:.2f}s, bytewax {dt_bytewax:.2f}s", file=sys.stderr)
     agree = same_state(project_state, hand_state) and same_state(sub_project, bytewax_state)
     agree = agree and same_state(sub_project, run_hand(part)) and stats.reconciles()
@@ -581,7 +599,7 @@ def main() -> None:
         "throughput_vs_hand_loop": round(project_rate / hand_rate, 3),
         "throughput_vs_bytewax": round(dt_bytewax / dt_sub_project, 3),
     }
-    pattern = pattern_part(plain, registry, args.pattern_rounds, args.bytewax_lines)
+    pattern = pattern_part(plain, registry, args.pattern_rounds, args.bytewax_lines, args.bytewax_rounds)
     metrics.update({k: (round(v) if isinstance(v, float) else v) for k, v in pattern.items()})
     if pattern.get("pattern_agree"):
         ratios["pattern_vs_hand_loop"] = round(

@@ -381,3 +381,59 @@ def test_absence_deadlines_after_the_last_reading_of_every_device_fire_at_finish
     records = engine.finish()
     assert [(m["key"]["device"], m["at"]) for m in kinds(records, "match")] == [("d1", at(13)), ("d2", at(14))]
     assert engine.finish() == []  # nothing fires twice
+
+
+def test_an_event_that_arrived_before_the_start_it_follows_in_event_time_still_completes_the_match() -> None:
+    # the reading at t=5 arrives first, in its own batch, when nothing could start a match for d1; the start
+    # (t=3) arrives in a later batch: both are released together and taken in event-time order
+    text = STREAM + """
+patterns:
+  p:
+    stream: telemetry
+    sequence:
+      - {name: hot, when: "temp > 90"}
+      - {name: cool, when: "temp < 50"}
+"""
+    engine = Engine(compile_yaml(text))
+    records = engine.push([ev(5, 40), ev(4, 60, "d2")]) + engine.push([ev(3, 95), ev(6, 70, "d2")])
+    records += engine.push([ev(30, 70, "d3")])
+    (match,) = kinds(records, "match")
+    assert match["key"] == {"device": "d1"} and match["start"] == at(3) and match["end"] == at(5)
+    assert engine.finish() == []
+
+
+def test_a_key_value_that_cannot_be_a_key_is_a_dead_letter_and_the_engine_goes_on() -> None:
+    text = """
+workflow: w
+streams:
+  telemetry: {key: device, time: ts, lateness: 2s, fields: {temp: number, zone: any}}
+patterns:
+  p:
+    stream: telemetry
+    per: [zone]
+    sequence:
+      - {name: hot, when: "temp > 90"}
+      - {name: hotter, when: "temp > hot.temp"}
+"""
+    engine = Engine(compile_yaml(text))
+    events = [
+        {"device": "d1", "ts": T0, "temp": 95, "zone": ["a", "b"]},
+        {"device": "d1", "ts": T0 + 1, "temp": 95, "zone": "z1"},
+        {"device": "d2", "ts": T0 + 2, "temp": 99, "zone": "z1"},
+    ]
+    records = engine.push(events) + engine.finish()
+    assert [r["reason"] for r in kinds(records, "dead_letter")] == ["pattern 'p': key field (zone) is not a plain value"]
+    (match,) = kinds(records, "match")
+    assert match["key"] == {"zone": "z1"} and match["end"] == at(2)
+
+
+def test_an_empty_batch_holds_nothing_back() -> None:
+    plan = compile_yaml(HOLD)
+    spec = next(op for op in plan.segments[0]["operators"] if op["kind"] == "pattern")
+    ctx = BuildContext(
+        segment="cloud", device_attributes={}, device_types={}, attributes_of=lambda d: {}, devices_in_scope=lambda: iter(()),
+        now=lambda: 0.0,
+    )
+    op = HoldOperator(spec, ctx, "device")
+    records: list[dict[str, Any]] = []
+    assert op.process([], records) == [] and op.buffered() == [] and op.flush(records) == [] and records == []

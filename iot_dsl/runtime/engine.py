@@ -313,9 +313,10 @@ class Engine:
             segment = self.running[0]
         else:
             return None
-        if set(map(type, events)) != {dict}:
+        try:
+            named = set(map(dict.get, events, repeat("stream")))  # TypeError: something that is not a dict
+        except TypeError:
             return None
-        named = set(map(dict.get, events, repeat("stream")))
         if not named <= {None, stream}:
             return None
         return segment, f"source:{stream}"

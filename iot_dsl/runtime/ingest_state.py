@@ -13,6 +13,7 @@ and counted in ``evicted``.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from itertools import compress
@@ -66,7 +67,7 @@ class DedupTable:
         self.window = window
         self.max_ids = max_ids
         #: device -> id -> event time
-        self.devices: dict[str, dict[Any, float]] = {}
+        self.devices: defaultdict[str, dict[Any, float]] = defaultdict(dict)
         self.size = 0
         #: ids with event time below this have been swept
         self.cutoff = float("-inf")
@@ -90,13 +91,7 @@ class DedupTable:
         """Record the ids of a batch (parallel columns); return for each whether it is a duplicate (seen before,
         or earlier in this batch). A duplicate's event time replaces the one remembered for it (the last copy wins).
         """
-        tables = self.devices
-        try:
-            own = list(map(tables.__getitem__, devices))
-        except KeyError:
-            for device in set(devices).difference(tables):
-                tables[device] = {}
-            own = list(map(tables.__getitem__, devices))
+        own = list(map(self.devices.__getitem__, devices))  # a device seen for the first time gets an empty table
         values = np.asarray(times, dtype=np.float64).tolist()  # fresh float objects: identity tells who was stored
         stored = list(map(dict.setdefault, own, ids, values))  # C loops throughout: this runs for every event
         dup = list(map(is_not, stored, values))
@@ -115,7 +110,7 @@ class DedupTable:
         if cutoff <= self.cutoff + self.window / 4:
             return
         self.cutoff = cutoff
-        kept: dict[str, dict[Any, float]] = {}
+        kept: defaultdict[str, dict[Any, float]] = defaultdict(dict)
         for device, ids in self.devices.items():
             if min(ids.values()) < cutoff:
                 ids = {ident: t for ident, t in ids.items() if t >= cutoff}
@@ -136,12 +131,9 @@ class DedupTable:
         return [(device, ident, t) for device, ids in self.devices.items() for ident, t in ids.items()]
 
     def _load(self, entries: Sequence[Sequence[Any]]) -> None:
-        tables: dict[str, dict[Any, float]] = {}
+        tables: defaultdict[str, dict[Any, float]] = defaultdict(dict)
         for device, ident, t in entries:
-            ids = tables.get(device)
-            if ids is None:
-                ids = tables[device] = {}
-            ids[ident] = float(t)
+            tables[device][ident] = float(t)
         self.devices = tables
         self.size = sum(map(len, tables.values()))
 
