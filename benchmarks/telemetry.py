@@ -6,10 +6,10 @@ and exact p95 (linear interpolation) of ``temp``, per device and per group, for 
 
 "Close time" is everything the project spends from the rows in memory to the finished ``aggregate`` records:
 the 60 one-second batches through the aggregate operator's columnar entry point (``process_columns``: device
-lookup, the row buffer, group slots and filling the window's dense device x reading blocks) plus closing the
-window (evicting the rows, statistics per device and per group, building the 10,008 record dicts). The operator
-is warm: it has already seen the devices (membership is per device, paid once per device, not per window) by
-closing the previous minute.
+lookup, the row buffer and filling the window's dense device x reading blocks) plus closing the window
+(evicting the rows, group slots, statistics per device and per group, building the 10,008 record dicts). The
+operator is warm: it has already seen the devices (membership is per device, paid once per device, not per
+window) by closing the previous minute.
 The dict-event path (``process`` on 60 batches of plain dict events, as the engine feeds operators today) is
 measured too and reported separately. Baselines: DuckDB (``quantile_cont``, ``stddev_samp``) and pandas groupby
 over the same in-memory arrays (a DataFrame built before timing). Values are checked equal (rel. error 1e-9)

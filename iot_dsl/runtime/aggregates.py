@@ -1,7 +1,8 @@
 """The aggregate operator: batches of stream events in, ``aggregate`` records (and events) per closed window out.
 
-Readings are appended to a columnar buffer (numpy arrays: event time, device index, one slot array per group
-level, one array per statistic argument) as they arrive. When the source watermark passes a window's end, the
+Readings are appended to a columnar buffer (numpy arrays: event time, device index, one array per statistic
+argument, and one slot array per group level, filled in when the rows are first read by level or just before the
+membership moves a device) as they arrive. When the source watermark passes a window's end, the
 operator closes every due window at once: it assigns the buffered rows to (window, group) segments for each
 level (see :mod:`.windows` and :mod:`.groups`) and computes all statistics with :mod:`.telemetry_stats` -- no
 per-event Python in the maths. Each closed window yields an ``aggregate`` record with ``revision`` 0.
@@ -10,8 +11,10 @@ Tumbling windows whose statistics need no event times (count, sum, mean, min, ma
 also kept as dense blocks (:class:`.windows.DenseWindows`: one row per device, its readings in arrival order)
 filled as readings arrive; closing such a window reduces its blocks along axis 1 for the devices and combines
 the device rows per group (:func:`.telemetry_stats.block_stats`, :func:`.telemetry_stats.rollup_stats`),
-without sorting the rows. The row buffer stays the reference: windows revised by late data, windows whose
-devices changed group while open and windows a single busy device would make too sparse close from it.
+without sorting the buffered rows (percentiles sort each device's block row in place), and builds the records
+in key order. A closed block's memory is refilled by the next window's. The row buffer stays the reference:
+windows revised by late data, windows whose devices changed group while open and windows a single busy device
+would make too sparse close from it.
 
 Late data: a reading whose windows have all closed is accepted while the watermark is less than the window end
 plus the stream's ``allowed_lateness``; the windows it touches are recomputed and emitted again with
@@ -25,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -160,6 +164,16 @@ class _Closed:
     values: dict[str, Any]
     devices: I64 | None = None
 
+    def take(self, order: I64 | None) -> _Closed:
+        """The same windows with the segments in ``order`` (None: as they are)."""
+        if order is None:
+            return self
+        return _Closed(
+            self.level, self.slots[order], self.starts[order], self.ends[order], [self.wids[i] for i in order.tolist()],
+            {name: np.asarray(values)[order] for name, values in self.values.items()},
+            None if self.devices is None else self.devices[order],
+        )
+
 
 class AggregateOperator(Operator):
     """Windowed statistics per group level (see module doc); ``process_columns`` takes columnar input directly."""
@@ -200,7 +214,8 @@ class AggregateOperator(Operator):
         self.levels = levels_for(config, lambda text: compile_expr(parse_expr(text), scope_attrs))
         registry = ctx.registry
         self.membership = Membership(
-            self.levels, ctx.attributes_of, version=lambda: getattr(registry, "version", None)
+            self.levels, ctx.attributes_of, version=lambda: getattr(registry, "version", None),
+            before_move=self._fill_rows,
         )
         self.group_level = next((i for i, lv in enumerate(self.levels) if not lv.per_device), None)
         self.device_level = next((i for i, lv in enumerate(self.levels) if lv.per_device), None)
@@ -213,6 +228,8 @@ class AggregateOperator(Operator):
 
             self.history = history_for(ctx.store)
         self._chunks: list[dict[str, Any]] = []
+        #: an upper bound on the event time of every buffered row
+        self.latest = -math.inf
         self.closed_until = -math.inf
         self.tick = 0
         self.uid = 0
@@ -275,13 +292,16 @@ class AggregateOperator(Operator):
         ``columns`` holds the fields the statistics read, by field path (``"temp"``, ``"device.firmware"``).
         The ``where`` condition, when present, is applied to the columns.
         """
+        codes: I64 | None = None
         if isinstance(devices, tuple):
-            codes, names = devices
+            names = devices[1]
             if self._names is None or self._names[0] is not names or len(self._names[1]) != len(names):
+                self._fill_rows()  # buffered codes index the current table: resolve them before it is replaced
                 self._names = (names, self.membership.device_indices(list(names)))
             else:
                 self.membership.refresh()
-            dev = self._names[1][np.asarray(codes, dtype=np.int64)]
+            codes = np.asarray(devices[0], dtype=np.int64)
+            dev = self._names[1].take(codes)
         else:
             dev = self.membership.device_indices(list(devices))
         t = np.asarray(t, dtype=np.float64)
@@ -289,8 +309,9 @@ class AggregateOperator(Operator):
         if self.where is not None and self.where[0] is not None:
             keep = np.asarray(self.where[0](cols), dtype=bool)
             t, dev = t[keep], dev[keep]
+            codes = None if codes is None else codes[keep]
             cols = {name: col[keep] for name, col in cols.items()}
-        self._ingest(t, dev, self._evaluate(cols, None), records, None)
+        self._ingest(t, dev, self._evaluate(cols, None), records, None, codes)
 
     def _columns(self, batch: list[Event]) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -352,55 +373,83 @@ class AggregateOperator(Operator):
         return _to_array(values)
 
     def _ingest(
-        self, t: F64, dev: I64, values: dict[str, Any], records: list[Record], events: list[Event] | None
+        self, t: F64, dev: I64, values: dict[str, Any], records: list[Record], events: list[Event] | None,
+        codes: I64 | None = None,
     ) -> None:
+        """Buffer readings (``codes``: the device codes of coded input, which ``dev`` translates) and add them to
+        the dense blocks; readings whose windows have all closed become revisions or ``late`` records."""
         if t.size == 0:
             return
         window, allowed, closed = self.window, self.allowed, self.closed_until
         # the earliest window end of a reading only grows with its time: look at the batch's earliest reading first
-        earliest = self._first_end(float(t.min()))
+        t_min = float(t.min())
+        earliest = self._first_end(t_min)
         if closed > -math.inf and earliest + allowed <= closed:
             missed_all = window.last_end(t) + allowed <= closed
             missed_some = window.first_end(t) + allowed <= closed
             self._late(t, dev, values, missed_all, missed_some, records, events)
             keep = ~missed_all
             t, dev = t[keep], dev[keep]
+            codes = None if codes is None else codes[keep]
             values = {name: col[keep] for name, col in values.items()}
             if t.size == 0:
                 return
-            earliest = self._first_end(float(t.min()))
+            t_min = float(t.min())
+            earliest = self._first_end(t_min)
         if earliest <= closed:
             self.dirty = True
-        chunk: dict[str, Any] = {"t": t, "dev": dev, "arrival": np.full(t.size, self.tick, dtype=np.int32)}
+        t_max = float(t.max())
+        self.latest = max(self.latest, t_max)
+        arrival = np.broadcast_to(np.int32(self.tick), t.shape)  # one value for the whole chunk: a read-only view
+        chunk: dict[str, Any] = {"t": t, "arrival": arrival}
+        # coded input keeps its codes (the device indices are filled in when needed), and no chunk has slot
+        # columns yet: see _fill_rows
+        if codes is None:
+            chunk["dev"] = dev
+        else:
+            chunk["codes"] = codes
         if window.kind == "sliding":
             chunk["uid"] = np.arange(self.uid, self.uid + t.size, dtype=np.int64)
         self.uid += t.size
-        for level in range(len(self.levels)):
-            chunk[f"slot{level}"] = self.membership.slots(level, dev)
         for name, col in values.items():
             chunk.update(self._encode(name, col))
         self._chunks.append(chunk)
         self.pending = min(self.pending, earliest)
         if self._dense is not None:
-            self._densify(chunk)
+            self._densify(dev, chunk, t_min, t_max)
 
-    def _densify(self, chunk: dict[str, Any]) -> None:
-        """Add a chunk's readings of windows not yet closed to the dense blocks (tumbling windows)."""
+    def _fill_rows(self) -> None:
+        """Give every buffered chunk its device indices (``dev``, from the codes of coded input) and its slot
+        columns (``slot0``, ...), from the current code table and membership.
+
+        Chunks get them lazily: called before the code table is replaced or the membership moves a device (the
+        rows keep the devices and groups they arrived with) and before the rows are read by device or level."""
+        for chunk in self._chunks:
+            if "codes" in chunk:
+                assert self._names is not None
+                chunk["dev"] = self._names[1].take(chunk.pop("codes"))
+            if "slot0" not in chunk:
+                for level in range(len(self.levels)):
+                    chunk[f"slot{level}"] = self.membership.slots(level, chunk["dev"])
+
+    def _densify(self, dev: I64, chunk: dict[str, Any], t_min: float, t_max: float) -> None:
+        """Add a chunk's readings (devices ``dev``, times from ``t_min`` to ``t_max``) of windows not yet closed
+        to the dense blocks."""
         assert self._dense is not None
         window, closed, t = self._dense, self.closed_until, chunk["t"]
         every, size = self.window.every, self.window.size
-        k_lo, k_hi = grid_index_of(float(t.min()), every), grid_index_of(float(t.max()), every)
+        k_lo, k_hi = grid_index_of(t_min, every), grid_index_of(t_max, every)
         generation = self.membership.generation
         columns = window.columns
         if k_lo == k_hi:
             if k_lo * every + size > closed:
-                window.add(k_lo, chunk["dev"], {name: chunk[name] for name in columns}, generation)
+                window.add(k_lo, dev, {name: chunk[name] for name in columns}, generation)
             return
         k = grid_index(t, every)
         for key in np.unique(k).tolist():
             if key * every + size > closed:
                 rows = k == key
-                window.add(key, chunk["dev"][rows], {name: chunk[name][rows] for name in columns}, generation)
+                window.add(key, dev[rows], {name: chunk[name][rows] for name in columns}, generation)
 
     def _first_end(self, t: float) -> float:
         """The end of the earliest window a reading at ``t`` belongs to (tumbling: its only window)."""
@@ -467,6 +516,8 @@ class AggregateOperator(Operator):
         return self._close(math.inf, records)
 
     def _rows(self) -> dict[str, Any]:
+        """Every buffered row, as one chunk (with its slot columns)."""
+        self._fill_rows()
         if len(self._chunks) != 1:
             if not self._chunks:
                 return {}
@@ -485,7 +536,7 @@ class AggregateOperator(Operator):
             if not self.dirty and all(self._dense_ready(k) for k in due):
                 return self._close_dense(due, wm, records)
             for k in due:  # the row buffer closes them below
-                self._dense.pop(k)
+                self._dense.recycle(self._dense.pop(k))
         rows = self._rows()
         if not rows:
             self.closed_until = wm
@@ -517,7 +568,9 @@ class AggregateOperator(Operator):
         assert self._dense is not None
         closed: list[_Closed] = []
         for k in due:
-            closed.extend(self._dense_results(self._dense.pop(k), k))
+            block = self._dense.pop(k)
+            closed.extend(self._dense_results(block, k))  # statistics in new arrays: the cells are free again
+            self._dense.recycle(block)
         events = self._emit(closed, records)
         self._evict_chunks(wm)
         self.closed_until = wm
@@ -529,7 +582,9 @@ class AggregateOperator(Operator):
         active = block.active()  # a block only exists once it has readings
         rows = block.counts[active]
         specs = self._specs(block.cells)
-        columns = {name: BlockColumn(block.column(name, active)) for name in block.cells}
+        # the window is closed: its cells' arrival order no longer matters, percentiles may sort them in place
+        ordered = {spec.column for spec in specs if spec.function in ("median", "percentile")}
+        columns = {name: BlockColumn(block.column(name, active), rows, sort=name in ordered) for name in block.cells}
         begin = k * self.window.every
         end = begin + self.window.size
         out: list[_Closed] = []
@@ -548,15 +603,28 @@ class AggregateOperator(Operator):
 
     def _evict_chunks(self, wm: float) -> None:
         """Drop the buffered rows no window can need any more, chunk by chunk (no concatenation)."""
+        if self._chunks and self.window.last_end_at(self.latest) + self.allowed > wm:
+            self._chunks = self._kept_chunks(wm)
+        else:
+            self._chunks = []  # the windows of every buffered row are closed for good
+        if not self._chunks:
+            self.latest = -math.inf
+        self._forget(wm)
+        self.pending = min((self._next_due(chunk, wm) for chunk in self._chunks), default=math.inf)
+        self.evict_at = min((self._next_evict(chunk) for chunk in self._chunks), default=math.inf)
+
+    def _kept_chunks(self, wm: float) -> list[dict[str, Any]]:
+        """The buffered chunks, each reduced to the rows that a window still open (or revisable) may need."""
         window, allowed = self.window, self.allowed
         any_device_level = self.device_level is not None
         kept: list[dict[str, Any]] = []
+        if not any_device_level:
+            self._fill_rows()
         for chunk in self._chunks:
             t = chunk["t"]
-            lo, hi = window.last_end_at(float(t.min())), window.last_end_at(float(t.max()))
-            if hi + allowed <= wm:
+            if window.last_end_at(float(t.max())) + allowed <= wm:
                 continue
-            if lo + allowed > wm and any_device_level:
+            if window.last_end_at(float(t.min())) + allowed > wm and any_device_level:
                 kept.append(chunk)
                 continue
             keep = window.last_end(t) + allowed > wm
@@ -569,10 +637,7 @@ class AggregateOperator(Operator):
                 kept.append(chunk)
             elif keep.any():
                 kept.append({name: col[keep] for name, col in chunk.items()})
-        self._chunks = kept
-        self._forget(wm)
-        self.pending = min((self._next_due(chunk, wm) for chunk in kept), default=math.inf)
-        self.evict_at = min((self._next_evict(chunk) for chunk in kept), default=math.inf)
+        return kept
 
     def _close_level(self, level: int, rows: dict[str, Any], wm: float) -> tuple[_Closed | None, Any]:
         slot_all = rows[f"slot{level}"]
@@ -719,6 +784,8 @@ class AggregateOperator(Operator):
         if not keep.all():
             self._chunks = [{k: v[keep] for k, v in rows.items()}] if keep.any() else []
         rows = self._chunks[0] if self._chunks else {}
+        if not rows:
+            self.latest = -math.inf
         self._forget(wm)
         self.pending = self._next_due(rows, wm)
         self.evict_at = self._next_evict(rows)
@@ -782,14 +849,7 @@ class AggregateOperator(Operator):
     def _emit(self, closed: list[_Closed], records: list[Record]) -> list[Event]:
         if not closed:
             return []
-        ends = np.concatenate([c.ends for c in closed])
-        level_of = np.concatenate([np.full(c.ends.size, c.level) for c in closed])
-        rank_of = np.concatenate([self._key_ranks(c.level)[c.slots] for c in closed])
-        order = np.lexsort((rank_of, level_of, ends)).tolist()
-        produced: list[Record] = []
-        for c in closed:
-            produced.extend(self._records(c))
-        produced = [produced[i] for i in order]
+        produced = self._in_order(closed)
         records.extend(produced)
         if self.history is not None:
             self.history.write(produced)
@@ -803,52 +863,78 @@ class AggregateOperator(Operator):
             for r in produced
         ]
 
+    def _in_order(self, closed: list[_Closed]) -> list[Record]:
+        """The records of the closed windows by window end, then level, then group key (text order).
+
+        When each level's segments share one window end (one window per entry, as the dense blocks close), the
+        segments are put in key order with numpy and the records built in their final order; otherwise the
+        records are built level by level and then reordered."""
+        if all(c.ends.min() == c.ends.max() for c in closed):
+            produced: list[Record] = []
+            for c in sorted(closed, key=lambda c: (float(c.ends[0]), c.level)):
+                produced.extend(self._records(c.take(_ascending_order(self._key_ranks(c.level)[c.slots]))))
+            return produced
+        ends = np.concatenate([c.ends for c in closed])
+        level_of = np.concatenate([np.full(c.ends.size, c.level) for c in closed])
+        rank_of = np.concatenate([self._key_ranks(c.level)[c.slots] for c in closed])
+        order = np.lexsort((rank_of, level_of, ends)).tolist()
+        built = [record for c in closed for record in self._records(c)]
+        return [built[i] for i in order]
+
     def _records(self, c: _Closed) -> list[Record]:
         """The aggregate records of one level's closed windows (in segment order)."""
-        names = [s.name for s in self.stats]
-        rows = list(map(_row_maker(tuple(names)), *[_plain_list(c.values[n]) for n in names])) if names else \
+        names = tuple(s.name for s in self.stats)
+        rows = list(map(_row_maker(names), *[_plain_list(c.values[n]) for n in names])) if names else \
             [{} for _ in range(c.slots.size)]
-        keys = self.membership.keys(c.level)
-        slots = c.slots.tolist()
         level = self.levels[c.level]
+        devices: list[str | None] | None = None
         if level.per_device:
             # levels_for always puts a group level (or "all") before the device level
             assert self.group_level is not None and c.devices is not None
-            devices: list[str | None] = [keys[s] for s in slots]
-            group_keys = self.membership.keys(self.group_level)
-            parents = self.membership.slots(self.group_level, c.devices).tolist()
-            groups: list[str | None] = [group_keys[g] if g >= 0 else None for g in parents]
+            devices = self.membership.keys_of(c.level, c.slots)
+            groups = self.membership.keys_of(self.group_level, self.membership.slots(self.group_level, c.devices))
             level_name = DEVICE_LEVEL
         else:
-            devices, groups, level_name = [None] * len(slots), [keys[s] for s in slots], level.name
-        starts, ends = c.starts.tolist(), c.ends.tolist()
-        if self.allowed > 0:
-            revisions = [self._revision(c.level, slot, wid, start, end)
-                         for slot, wid, start, end in zip(slots, c.wids, starts, ends, strict=True)]
-        else:
-            revisions = [0] * len(slots)
-        iso, name, segment = self._iso, self.name, self.segment
+            groups, level_name = self.membership.keys_of(c.level, c.slots), level.name
+        revisions = self._revisions(c) if self.allowed > 0 else None
         if c.starts.size and bool((c.starts == c.starts[0]).all()) and bool((c.ends == c.ends[0]).all()):
-            # one window: every record is a copy of the same prototype with its own group, device and values
-            start, end = starts[0], ends[0]
-            proto: Record = {
-                "kind": "aggregate", "at": iso(end), "node": name, "level": level_name, "group": None, "device": None,
-                "start": iso(start), "end": iso(end), "window_start": start, "window_end": end, "revision": 0,
-                "values": None, "segment": segment,
-            }
-            out: list[Record] = []
-            append, copy = out.append, proto.copy
-            for row, device, group, revision in zip(rows, devices, groups, revisions, strict=True):
-                record = copy()
-                record["group"], record["device"], record["revision"], record["values"] = group, device, revision, row
-                append(record)
-            return out
+            return self._window_records(float(c.starts[0]), float(c.ends[0]), level_name, groups, devices, rows,
+                                        revisions)
+        iso, name, segment = self._iso, self.name, self.segment
         return [
             {"kind": "aggregate", "at": iso(end), "node": name, "level": level_name, "group": group, "device": device,
              "start": iso(start), "end": iso(end), "window_start": start, "window_end": end, "revision": revision,
              "values": row, "segment": segment}
-            for row, device, group, start, end, revision in zip(rows, devices, groups, starts, ends, revisions, strict=True)
+            for row, device, group, start, end, revision in zip(
+                rows, devices or repeat(None), groups, c.starts.tolist(), c.ends.tolist(), revisions or repeat(0))
         ]
+
+    def _revisions(self, c: _Closed) -> list[int]:
+        """The revision of each closed window (see :meth:`_revision`)."""
+        return [self._revision(c.level, slot, wid, start, end) for slot, wid, start, end in
+                zip(c.slots.tolist(), c.wids, c.starts.tolist(), c.ends.tolist(), strict=True)]
+
+    def _window_records(
+        self, start: float, end: float, level_name: str, groups: list[str | None], devices: list[str | None] | None,
+        rows: list[dict[str, Any]], revisions: list[int] | None,
+    ) -> list[Record]:
+        """The records of one window ``[start, end)``: copies of one prototype, each with its group, device (None
+        for group levels), values and revision (0 when none are given)."""
+        iso = self._iso
+        proto = _key_sharing({
+            "kind": "aggregate", "at": iso(end), "node": self.name, "level": level_name, "group": None,
+            "device": None, "start": iso(start), "end": iso(end), "window_start": start, "window_end": end,
+            "revision": 0, "values": None, "segment": self.segment,
+        })
+        out = list(map(dict.copy, repeat(proto, len(rows))))
+        for record, group, device, row in zip(out, groups, devices or repeat(None), rows):
+            record["group"] = group
+            record["device"] = device
+            record["values"] = row
+        if revisions is not None:
+            for record, revision in zip(out, revisions, strict=True):
+                record["revision"] = revision
+        return out
 
     def _key_ranks(self, level: int) -> I64:
         """Slot -> rank of its key in text order (records come out sorted by key, whatever the arrival order).
@@ -895,9 +981,11 @@ class AggregateOperator(Operator):
         self.closed_until = -math.inf if closed is None else float(closed)
         self.tick = int(state["tick"])
         self.uid = int(state["uid"])
-        self._chunks = []
+        self._chunks, self.latest = [], -math.inf
         self.pending, self.evict_at, self.dirty = math.inf, math.inf, False
         self._codes = {name: {_hashable(v): int(c) for v, c in pairs} for name, pairs in state.get("codes", {}).items()}
+        if self._dense is not None:
+            self._dense = DenseWindows(self._dense.columns)
         saved = state.get("rows")
         if saved:
             t = np.asarray(saved["t"], dtype=np.float64)
@@ -905,17 +993,14 @@ class AggregateOperator(Operator):
             chunk: dict[str, Any] = {"t": t, "dev": dev, "arrival": np.asarray(saved["arrival"], dtype=np.int32)}
             if saved.get("uid") is not None:
                 chunk["uid"] = np.asarray(saved["uid"], dtype=np.int64)
-            for level in range(len(self.levels)):
-                chunk[f"slot{level}"] = self.membership.slots(level, dev)
             for name, col in saved["columns"].items():
                 chunk[name] = np.array([np.nan if v is None else v for v in col], dtype=np.float64)
             self._chunks = [chunk]
+            self.latest = float(t.max())
             self.pending = self._next_due(chunk, self.closed_until)
             self.evict_at = self._next_evict(chunk)
-        if self._dense is not None:
-            self._dense = DenseWindows(self._dense.columns)
-            if saved:
-                self._densify(self._chunks[0])
+            if self._dense is not None:
+                self._densify(dev, chunk, float(t.min()), self.latest)
         self.emitted = {}
         for lv, key, wid, end, rev in state.get("emitted", []):
             self.emitted[(int(lv), self.membership.levels[int(lv)].slot(str(key)), wid)] = (float(end), int(rev))
@@ -923,6 +1008,22 @@ class AggregateOperator(Operator):
         for lv, key, start, end, rev in state.get("sessions", []):
             slot = self.membership.levels[int(lv)].slot(str(key))
             self.sessions.setdefault((int(lv), slot), {})[float(start)] = (float(end), int(rev))
+
+
+class _Fields:
+    """An empty holder: its instances' attribute dicts share one key table (see :func:`_key_sharing`)."""
+
+
+def _key_sharing(fields: Record) -> Record:
+    """A dict equal to ``fields`` whose copies share one key table, as instance attribute dicts do (PEP 412).
+
+    Copying it allocates only the values, not a key table per copy: building thousands of records with the same
+    fields takes about half the memory and time. Any dict operation works on the copies (a new key simply gives
+    that copy its own table)."""
+    holder = _Fields()
+    for name, value in fields.items():
+        setattr(holder, name, value)
+    return holder.__dict__
 
 
 class _IsoTimes:
@@ -997,6 +1098,13 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, (list, dict)):
         return repr(value)
     return value
+
+
+def _ascending_order(ranks: I64) -> I64 | None:
+    """The order that sorts ``ranks`` (distinct values), or None when they already ascend."""
+    if ranks.size < 2 or bool((ranks[1:] > ranks[:-1]).all()):
+        return None
+    return np.argsort(ranks, kind="stable").astype(np.int64)
 
 
 def _row_maker(names: tuple[str, ...]) -> Callable[..., dict[str, Any]]:

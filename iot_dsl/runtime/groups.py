@@ -205,12 +205,21 @@ class _LevelSlots:
     keys: list[str] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
     _array: I64 | None = None
+    _key_array: npt.NDArray[np.object_] | None = None
 
     @property
     def slots(self) -> I64:
         if self._array is None or len(self._array) != len(self.slot_list):
             self._array = np.asarray(self.slot_list, dtype=np.int64)
         return self._array
+
+    @property
+    def key_array(self) -> npt.NDArray[np.object_]:
+        """The keys by slot as an object array, with None last (where slot -1 indexes)."""
+        if self._key_array is None or self._key_array.size != len(self.keys) + 1:
+            self._key_array = np.empty(len(self.keys) + 1, dtype=object)
+            self._key_array[:-1] = self.keys
+        return self._key_array
 
     def slot(self, key: str) -> int:
         found = self.index.get(key)
@@ -225,6 +234,8 @@ class Membership:
 
     ``attributes_of(device_id)`` gives the registry's attributes (empty for an unknown device);
     ``version()`` changes whenever the registry does, which triggers a rebuild of every level's slots.
+    ``before_move()`` is called just before a rebuild moves a known device to another slot (the old slots are
+    still in place then); registering new devices never changes the slots of known ones.
     Devices unknown to the registry are keyed by the attributes their first event carried (``type``, ``site``,
     ``group``).
     """
@@ -234,10 +245,12 @@ class Membership:
         levels: Sequence[Level],
         attributes_of: Callable[[str], Mapping[str, Any]],
         version: Callable[[], Any] = lambda: None,
+        before_move: Callable[[], None] = lambda: None,
     ) -> None:
         self.levels = [_LevelSlots(level) for level in levels]
         self.attributes_of = attributes_of
         self.version = version
+        self.before_move = before_move
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
         self._fallback: dict[int, dict[str, Any]] = {}
@@ -300,6 +313,7 @@ class Membership:
                 continue
             slot_list = [self._slot(entry, attrs) for attrs in attributes]
             if slot_list != entry.slot_list:
+                self.before_move()
                 self.generation += 1
                 entry.slot_list = slot_list
                 entry._array = None
@@ -317,3 +331,8 @@ class Membership:
     def keys(self, level: int) -> list[str]:
         """Every key of a level, by slot."""
         return self.levels[level].keys
+
+    def keys_of(self, level: int, slots: I64) -> list[str | None]:
+        """The group key of each slot at ``level`` (None for -1: not a member)."""
+        keys: list[str | None] = self.levels[level].key_array[slots].tolist()
+        return keys

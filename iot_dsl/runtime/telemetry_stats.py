@@ -74,6 +74,8 @@ INTEGER_STATS = frozenset({"count", "distinct"})
 _PNN = re.compile(r"^p(100|[1-9]?[0-9])$")
 #: segments longer than this get their percentiles by ``np.partition`` one at a time (padding would waste)
 _BIG_SEGMENT = 2048
+#: rows of a block per band when a statistic needs a temporary the size of the block
+_BAND_ROWS = 1024
 
 
 def percentile_of(name: str) -> float | None:
@@ -289,16 +291,10 @@ class _Column:
         if small.any():
             self._small_percentiles(x, present, qs, small, out)
         for s in np.flatnonzero(big).tolist():
-            size = int(n[s])  # missing values are NaN in x, and partition puts NaN last
-            if size == 0:
-                continue
-            ranks = [(q * (size - 1)) for q in qs]
-            kth = sorted({int(np.floor(r)) for r in ranks} | {min(int(np.floor(r)) + 1, size - 1) for r in ranks})
-            part = np.partition(x[starts[s] : starts[s] + counts[s]], kth)
-            for i, r in enumerate(ranks):
-                lo = int(np.floor(r))
-                hi = min(lo + 1, size - 1)
-                out[i][s] = part[lo] + (part[hi] - part[lo]) * (r - lo)
+            size = int(n[s])  # missing values are NaN in x
+            if size:
+                for arr, value in zip(out, _select(x[starts[s] : starts[s] + counts[s]].copy(), size, qs), strict=True):
+                    arr[s] = value
         for arr in out:
             arr[n == 0] = np.nan
         return out
@@ -354,12 +350,23 @@ def compute_stats(specs: Sequence[StatSpec], seg: Segments) -> dict[str, Any]:
 
 
 class BlockColumn:
-    """One column as a dense block (rows: devices, columns: readings in arrival order, NaN: gap or missing),
-    with the per-row intermediates the statistics share (each computed once)."""
+    """One column as a dense block (rows: devices, columns: readings, NaN: gap or missing), with the per-row
+    intermediates the statistics share (each computed once).
 
-    def __init__(self, block: F64) -> None:
+    ``filled`` (optional) is each row's number of cells holding a reading, missing values included: when the
+    block has no missing value at all, ``n`` is that count without a pass over the block. With ``sort`` the
+    block's rows are sorted in place first (NaN last; for a block whose cell order no longer matters, such as
+    a closed window's): percentiles then read it directly and each row's minimum and maximum are its ends.
+    """
+
+    def __init__(self, block: F64, filled: I64 | None = None, sort: bool = False) -> None:
+        if sort:
+            block.sort(axis=1)
         self.block = block
-        self.present: npt.NDArray[np.bool_] = ~np.isnan(block)
+        self.ordered = sort
+        self.present: npt.NDArray[np.bool_] = np.isnan(block)
+        np.logical_not(self.present, out=self.present)
+        self._filled = filled
         self._cache: dict[str, Any] = {}
 
     def get(self, key: str) -> Any:
@@ -381,19 +388,26 @@ class BlockColumn:
         return found
 
     def _n(self) -> I64:
+        filled = self._filled
+        if filled is not None and np.count_nonzero(self.present) == int(filled.sum()):
+            return filled.astype(np.int64, copy=False)  # nothing missing: every reading is a present value
         return np.asarray(np.count_nonzero(self.present, axis=1), dtype=np.int64)
 
     def _sum(self) -> F64:
-        return np.asarray(np.where(self.present, self.block, 0.0).sum(axis=1), dtype=np.float64)
+        return np.asarray(np.add.reduce(self.block, axis=1, where=self.present), dtype=np.float64)
 
     def _mean(self) -> F64:
         n = self.get("n")
         return np.where(n > 0, self.get("sum") / np.maximum(n, 1), np.nan)
 
     def _min(self) -> F64:
-        return np.asarray(np.fmin.reduce(self.block, axis=1), dtype=np.float64)  # NaN only when nothing is present
+        if self.ordered:
+            return self.block[:, 0].copy()  # NaN only when nothing is present
+        return np.asarray(np.fmin.reduce(self.block, axis=1), dtype=np.float64)
 
     def _max(self) -> F64:
+        if self.ordered:
+            return self.block[np.arange(self.block.shape[0]), np.maximum(self.get("n") - 1, 0)]
         return np.asarray(np.fmax.reduce(self.block, axis=1), dtype=np.float64)
 
     def _m2(self) -> F64:
@@ -404,12 +418,21 @@ class BlockColumn:
         return np.where(n > 1, self.get("m2") / np.maximum(n - 1, 1), np.nan)
 
     def _sorted(self) -> F64:
+        if self.ordered:
+            return self.block
         return np.sort(self.block, axis=1)  # NaN (missing and padding) sorts last
 
     def squares_about(self, center: F64) -> F64:
-        """Per row: the sum of squared deviations of the present values from ``center`` (one value per row)."""
-        d = np.where(self.present, self.block - center[:, None], 0.0)
-        return np.asarray(np.einsum("ij,ij->i", d, d), dtype=np.float64)
+        """Per row: the sum of squared deviations of the present values from ``center`` (one value per row).
+
+        Computed a band of rows at a time: the deviations stay a small, cache-sized temporary."""
+        out = np.empty(self.block.shape[0])
+        for lo in range(0, self.block.shape[0], _BAND_ROWS):
+            band = slice(lo, lo + _BAND_ROWS)
+            d = self.block[band] - center[band, None]
+            np.copyto(d, 0.0, where=~self.present[band])
+            np.einsum("ij,ij->i", d, d, out=out[band])
+        return out
 
     def percentile(self, q: float) -> F64:
         """Exact percentile ``q`` (a fraction) of each row, linear interpolation between closest ranks."""
@@ -501,15 +524,54 @@ def rollup_stats(
         key = {"count": "n", "std": "var"}.get(function, function)
         out[spec.name] = np.sqrt(figures[key]) if function == "std" else figures[key]
     for name, group in wanted.items():
-        block = columns[name].block
         picked = order if everyone else np.flatnonzero(member)[order]
-        values = block[picked].ravel()
-        width = block.shape[1]
-        seg = Segments(starts * width, per_group * width, np.zeros(0), {name: values})
-        results = _Column(values, seg).percentiles([float(spec.q if spec.q is not None else 0.5) for spec in group])
-        for spec, result in zip(group, results, strict=True):
+        qs = [float(spec.q if spec.q is not None else 0.5) for spec in group]
+        for spec, result in zip(group, _rollup_percentiles(columns[name], picked, starts, per_group, qs), strict=True):
             out[spec.name] = result
     return groups, out
+
+
+def _rollup_percentiles(
+    column: BlockColumn, picked: I64, starts: I64, per_group: I64, qs: Sequence[float]
+) -> list[F64]:
+    """Exact percentiles of each group's present values, one array (one value per group) per fraction in ``qs``.
+
+    ``picked`` lists block rows group after group (``per_group`` rows each, from ``starts``). Groups of few cells
+    share one padded sort, as small segments do; each larger group is selected on its own.
+    """
+    block = column.block
+    width = block.shape[1]
+    n = np.add.reduceat(column.get("n")[picked], starts)
+    out = [np.full(starts.size, np.nan) for _ in qs]
+    big = per_group * width > _BIG_SEGMENT
+    if not big.all():
+        small = np.flatnonzero(~big)
+        counts = per_group[small] * width
+        values = block[picked[np.repeat(~big, per_group)]].ravel()
+        seg = Segments(np.cumsum(counts) - counts, counts, np.zeros(0), {"x": values})
+        for arr, result in zip(out, _Column(values, seg).percentiles(qs), strict=True):
+            arr[small] = result
+    for s in np.flatnonzero(big).tolist():
+        size = int(n[s])
+        if size:
+            values = block[picked[starts[s] : starts[s] + per_group[s]]].ravel()
+            for arr, value in zip(out, _select(values, size, qs), strict=True):
+                arr[s] = value
+    return out
+
+
+def _select(values: F64, size: int, qs: Sequence[float]) -> list[float]:
+    """Exact percentiles (linear interpolation) of the ``size`` present values in ``values`` (NaN: missing),
+    one per fraction in ``qs``. ``values`` is scratch: it is partitioned in place."""
+    out = []
+    for q in qs:
+        rank = q * (size - 1)
+        lo = math.floor(rank)
+        values.partition(lo)  # NaN sorts last: position lo holds the lo-th smallest present value
+        low = values[lo]
+        high = np.fmin.reduce(values[lo + 1 :]) if lo + 1 < size else low  # the next one up (fmin skips NaN)
+        out.append(float(low + (high - low) * (rank - lo)))
+    return out
 
 
 def _spread(values: F64, member: npt.NDArray[np.bool_], everyone: bool) -> F64:

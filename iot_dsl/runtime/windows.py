@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .clock import parse_duration
+from .telemetry_stats import stable_order
 
 __all__ = ["WINDOW_KINDS", "DenseBlock", "DenseWindows", "WindowSpec", "grid_index", "grid_index_of"]
 
@@ -154,7 +155,7 @@ class DenseBlock:
 
     def active(self) -> I64:
         """Device indices with at least one reading, ascending."""
-        return np.flatnonzero(self.counts).astype(np.int64)
+        return np.flatnonzero(self.counts).astype(np.int64, copy=False)
 
     def column(self, name: str, active: I64) -> F64:
         """The block of one column restricted to ``active`` devices and to the columns in use."""
@@ -174,6 +175,9 @@ class DenseWindows:
     blocks: dict[int, DenseBlock] = field(default_factory=dict)
     #: the width the last closed window needed: a new window starts that wide (no regrowth in steady state)
     width_hint: int = 4
+    #: the memory of a closed window's cells, by column: the next block refills it instead of allocating
+    #: (in steady state every window needs about as many cells as the previous one)
+    spare: dict[str, F64] = field(default_factory=dict)
 
     def add(self, k: int, dev: I64, values: Mapping[str, F64], generation: int) -> None:
         """Append readings of window ``k`` (device indices ``dev``; ``values`` by column) in arrival order."""
@@ -187,17 +191,18 @@ class DenseWindows:
         block.rows += int(dev.size)
         if not block.usable:
             return
-        added = np.bincount(dev)
-        if added.size > block.counts.size:
-            grown = np.zeros(max(added.size, 2 * block.counts.size), dtype=np.int64)
+        top = int(dev.max()) + 1
+        if top > block.counts.size:
+            grown = np.zeros(max(top, 2 * block.counts.size), dtype=np.int64)
             grown[: block.counts.size] = block.counts
             block.counts = grown
         counts = block.counts
-        pos = counts[dev]
-        if dev.size > 1 and int(added.max()) > 1:
-            repeated = np.flatnonzero(added[dev] > 1)  # only devices with several readings in the batch
+        pos = counts.take(dev)
+        np.add.at(counts, dev, 1)
+        added = counts.take(dev) - pos  # the device's readings in this batch
+        repeated = np.flatnonzero(added > 1)  # only devices with several readings in the batch
+        if repeated.size:
             pos[repeated] += _arrival_rank(dev[repeated])
-        counts[: added.size] += added
         need = int(pos.max()) + 1
         width = block.width
         if need > width:
@@ -216,12 +221,22 @@ class DenseWindows:
     def _grow(self, block: DenseBlock, width: int) -> None:
         devices = block.counts.size
         for name in self.columns:
-            cells = np.full((devices, width), np.nan)
+            cells = self._empty(name, (devices, width))
             old = block.cells.get(name)
             if old is not None:
                 cells[: old.shape[0], : old.shape[1]] = old
             block.cells[name] = cells
         block.capacity, block.width = devices, width
+
+    def _empty(self, name: str, shape: tuple[int, int]) -> F64:
+        """A NaN-filled, C-contiguous cell array for column ``name``: in the spare memory when it is large
+        enough, else new."""
+        spare = self.spare.pop(name, None)
+        if spare is None or spare.size < shape[0] * shape[1]:
+            return np.full(shape, np.nan)
+        cells = spare.reshape(-1)[: shape[0] * shape[1]].reshape(shape)
+        cells.fill(np.nan)
+        return cells
 
     def pop(self, k: int) -> DenseBlock:
         """Remove window ``k`` (closed); its width becomes the hint for the next windows."""
@@ -230,6 +245,12 @@ class DenseWindows:
             self.width_hint = max(4, int(block.counts.max()))
         return block
 
+    def recycle(self, block: DenseBlock) -> None:
+        """Keep the memory of a popped block's cells, which nothing may use any more, for the next block."""
+        for name, cells in block.cells.items():
+            self.spare[name] = cells if cells.base is None else cells.base  # the whole array the cells are in
+        block.cells = {}
+
     def ending_by(self, watermark: float, window: WindowSpec) -> list[int]:
         """The open windows that end at or before ``watermark``, ascending."""
         return sorted(k for k in self.blocks if k * window.every + window.size <= watermark)
@@ -237,10 +258,12 @@ class DenseWindows:
 
 def _arrival_rank(dev: I64) -> I64:
     """For each reading, how many readings of the same device come before it in the batch."""
-    order = np.argsort(dev, kind="stable")
+    order = stable_order(dev)
     ordered = dev[order]
-    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    counts = np.diff(np.append(starts, ordered.size))
+    line = np.arange(dev.size, dtype=np.int64)
+    first = np.zeros(dev.size, dtype=np.int64)  # per position in device order: where its device's run starts
+    first[1:] = np.where(ordered[1:] != ordered[:-1], line[1:], 0)
+    np.maximum.accumulate(first, out=first)
     rank = np.empty(dev.size, dtype=np.int64)
-    rank[order] = np.arange(dev.size) - np.repeat(starts, counts)
+    rank[order] = line - first
     return rank
