@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -14,8 +15,9 @@ from iot_dsl.runtime.ingest_envelope import (
     EnvelopeFiller,
     envelope_filler,
     envelope_needed,
+    time_key_needed,
 )
-from iot_dsl.runtime.operators import TIME_KEY
+from iot_dsl.runtime.operators import TIME_KEY, SourceBatch, stamped
 
 from .conftest import compile_yaml
 
@@ -188,5 +190,68 @@ def test_pattern_snapshots_and_dead_letters_read_the_same_as_with_the_envelope(t
     assert snapshot == eager.snapshot()
     assert "north" in orjson.dumps(snapshot).decode()
     restored = Engine(plan, registry=registry())
+    restored.restore(orjson.loads(orjson.dumps(snapshot)))
+    assert restored.finish() == eager.finish()
+
+
+SEQUENCE_ONLY = STREAM + """
+patterns:
+  p:
+    stream: telemetry
+    sequence:
+      - {name: hot, when: "temp > 90"}
+      - {name: hotter, when: "temp > hot.temp + 2"}
+      - {absent: "status == 'ack'", for: 10s}
+"""
+
+
+@pytest.mark.parametrize(
+    ("rest", "needed"),
+    [
+        ("", True),  # nothing reads the stream: stamping is harmless
+        ("patterns:\n  p: {stream: telemetry, condition: 'temp > 90', for: 10s}\n", False),
+        (SEQUENCE_ONLY[len(STREAM):], False),
+        ("  hot: {from: telemetry, where: 'temp > 60'}\n", True),
+        ("patterns:\n  p: {stream: telemetry, condition: 'temp > 90', for: 10s}\n"
+         "rules:\n  - {when: telemetry, do: [{alert: 'x'}]}\n", True),
+    ],
+)
+def test_event_times_are_left_out_of_events_only_when_patterns_alone_read_them(rest: str, needed: bool) -> None:
+    plan = compile_yaml(STREAM + rest)
+    assert time_key_needed(plan.data, "source:telemetry") is needed
+    assert source_of(Engine(plan)).stamp_events is needed
+
+
+def test_plans_it_cannot_read_keep_event_times_in_events() -> None:
+    src = op("source:s", "source", ["pattern:p"])
+    pattern = op("pattern:p", "pattern")
+    link = {"from": {"segment": "cloud", "node": "source:s"}, "to": {"segment": "gw", "node": "x"}}
+    assert time_key_needed(None, "source:s") is True
+    assert time_key_needed(plan_of(src, pattern), "source:s") is False
+    assert time_key_needed(plan_of(src, pattern, links=[link]), "source:s") is True  # sent over a link
+    assert time_key_needed(plan_of(src), "source:s") is True  # an output that names no operator
+    assert time_key_needed(plan_of(pattern), "source:s") is True  # not in the plan
+
+
+def test_a_source_batch_without_times_in_its_events_gets_them_when_another_reader_needs_them() -> None:
+    events = [{"device": "d1"}, {"device": "d2"}]
+    batch = SourceBatch(events, np.array([T0, T0 + 1]), ["d1", "d2"], stamped=False)
+    assert stamped(batch) is batch and [e[TIME_KEY] for e in batch] == [T0, T0 + 1] and batch.stamped
+    plain = [{"device": "d3"}]
+    assert stamped(plain) is plain and TIME_KEY not in plain[0]
+
+
+def test_unstamped_pattern_input_gives_the_same_records_and_snapshots_as_stamped_input() -> None:
+    plan = compile_yaml(SEQUENCE_ONLY)
+    events = [ev(0, 91.0), ev(1, 95.0), ev(2, 50.0), ev(3, 99.0), ev(30, 50.0), ev(31, 93.0)]
+    lazy, eager = Engine(plan), Engine(plan)
+    assert source_of(lazy).stamp_events is False
+    source_of(eager).stamp_events = True
+    for part in (events[:3], events[3:]):
+        assert lazy.push([dict(e) for e in part]) == eager.push([dict(e) for e in part])
+    snapshot = lazy.snapshot()
+    assert snapshot["operators"]["cloud"]["pattern:p"]["buffer"]  # something was held back
+    assert snapshot == eager.snapshot() and all(TIME_KEY in e for e in snapshot["operators"]["cloud"]["pattern:p"]["buffer"])
+    restored = Engine(plan)
     restored.restore(orjson.loads(orjson.dumps(snapshot)))
     assert restored.finish() == eager.finish()

@@ -26,7 +26,7 @@ from ..transports import MemoryTransport, Transport
 from .clock import Clock, VirtualClock, parse_time
 from .ingest import DecodedBatch, SourceOperator, decode_lines
 from .ingest_state import IngestCounters
-from .operators import BuildContext, Operator, build_operator
+from .operators import BuildContext, Operator, build_operator, stamped
 from .records import Record, dead_letter
 
 __all__ = ["Engine", "EngineStats", "link_topic"]
@@ -440,13 +440,16 @@ class Engine:
             out = op.process(batch, records) if batch else []
             extra = hook(op, records)
             if extra:
-                out = [*out, *extra]
+                out = [*stamped(out), *extra]
             if not out:
                 continue
             for successor in segment.local_successors.get(op.id, ()):
-                segment.inbox.setdefault(successor, []).extend(out)
+                held = segment.inbox.get(successor)
+                # the batch itself goes on (operators never change the lists they are given), so a SourceBatch
+                # keeps its columns; batches from several producers are joined as plain, stamped lists
+                segment.inbox[successor] = out if held is None else [*stamped(held), *stamped(out)]
             for topic in segment.outgoing.get(op.id, ()):
-                self.transport.publish(topic, out)
+                self.transport.publish(topic, stamped(out))
         if segment.kind == "edge" and len(records) > produced_before:
             self.transport.publish(link_topic(self.name, f"{segment.name}->cloud:records"), records[produced_before:])
 

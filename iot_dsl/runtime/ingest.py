@@ -13,7 +13,8 @@ One batch path serves replay, the simulator and transports. :func:`decode_lines`
 6. dedup — ``(device, id)`` seen within the window is a duplicate: counted, dropped, no record;
 7. late — an event more than ``lateness + allowed_lateness`` behind the highest event time seen before it (its
    watermark minus the allowed lateness) becomes a ``late`` record;
-8. stamp — event time under ``TIME_KEY``; ``type``/``site``/``group`` filled from the device registry, unless
+8. stamp — event time under ``TIME_KEY`` (unless only patterns read the events: they take the times from the
+   :class:`~.operators.SourceBatch`); ``type``/``site``/``group`` filled from the device registry, unless
    nothing downstream can read them (:mod:`.ingest_envelope`).
 
 Every event received ends in exactly one of processed, duplicate, dead letter or late (:class:`IngestCounters`).
@@ -33,10 +34,10 @@ import orjson
 
 from ..expr import Namespace, Scope, type_from_name
 from .clock import format_time, parse_duration, parse_time
-from .ingest_envelope import ENVELOPE, ENVELOPE_ORDER, envelope_needed
+from .ingest_envelope import ENVELOPE, ENVELOPE_ORDER, envelope_needed, time_key_needed
 from .ingest_rules import ChecksumVerifier, Normalizer
 from .ingest_state import DEFAULT_MAX_IDS, DedupTable, IngestCounters
-from .operators import TIME_KEY, BuildContext, Operator
+from .operators import TIME_KEY, BuildContext, Operator, SourceBatch
 from .records import Record, dead_letter, make_record
 
 __all__ = ["FUTURE_KEY", "FUTURE_POLICIES", "DecodedBatch", "SourceOperator", "build_source", "decode_lines"]
@@ -166,6 +167,8 @@ class SourceOperator(Operator):
         self.normalizer = Normalizer(config.get("normalize") or [], scope, self.key, ctx.registry)
         #: whether admitted events get ``type``/``site``/``group`` from the registry (False: nothing reads them)
         self.fill_envelope = envelope_needed(ctx.plan, self.id)
+        #: whether admitted events get their time under ``TIME_KEY`` (False: only patterns read them)
+        self.stamp_events = time_key_needed(ctx.plan, self.id)
         self._envelope_cache: dict[str, dict[str, Any]] = {}
         self._envelope_version: Any = None
 
@@ -201,7 +204,7 @@ class SourceOperator(Operator):
             self.ctx.watermarks[self.stream] = watermark
             if self.dedup is not None:
                 self.dedup.expire(watermark)
-        return events
+        return SourceBatch(events, times, devices, self.stamp_events) if events else []
 
     # ------------------------------------------------------------------------------------------------ stages
     def _shape(self, batch: list[Any], records: list[Record]) -> tuple[list[Event], list[str], np.ndarray]:
@@ -250,8 +253,9 @@ class SourceOperator(Operator):
     def _type_failures(self, events: list[Event]) -> dict[int, str]:
         bad: dict[int, str] = {}
         get = dict.get
+        present = set().union(*events)  # declared fields no event of the batch carries need no check
         for name, kind in self.checks:
-            if set(map(type, map(get, events, repeat(name)))) <= _ADMITS[kind]:
+            if name not in present or set(map(type, map(get, events, repeat(name)))) <= _ADMITS[kind]:
                 continue  # one C pass per field (an absent field reads as None, which every type admits)
             for index, value in enumerate(map(get, events, repeat(name))):
                 if index not in bad and not _type_ok(kind, value):
@@ -374,7 +378,8 @@ class SourceOperator(Operator):
         return list(compress(events, keep.tolist())), list(compress(devices, keep.tolist())), times[keep]
 
     def _stamp(self, events: list[Event], devices: list[str], times: np.ndarray) -> None:
-        deque(map(dict.__setitem__, events, repeat(TIME_KEY), times.tolist()), maxlen=0)  # C loop
+        if self.stamp_events:
+            deque(map(dict.__setitem__, events, repeat(TIME_KEY), times.tolist()), maxlen=0)  # C loop
         if self.fill_envelope:
             self._fill_envelope(events, devices)
 

@@ -11,6 +11,9 @@ not know, a plan it cannot read) keeps the envelope.
 The operators fed by such a stream fill the envelope in where an event leaves them other than as an event for the
 next operator — dead letters and snapshots — with an :class:`EnvelopeFiller` (:func:`envelope_filler` builds one
 only for those operators), so records and snapshots carry the same fields either way.
+
+The event time under ``TIME_KEY`` is skipped the same way (:func:`time_key_needed`) when only pattern operators
+read a source's events: they take the times from the batch.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..errors import ExprError
 from ..expr import parse_expr
 from ..expr.nodes import field_paths
 
-__all__ = ["ENVELOPE", "ENVELOPE_ORDER", "EnvelopeFiller", "envelope_filler", "envelope_needed"]
+__all__ = ["ENVELOPE", "ENVELOPE_ORDER", "EnvelopeFiller", "envelope_filler", "envelope_needed", "time_key_needed"]
 
 #: Envelope fields filled from the device registry when an event does not carry them (in the order they are set).
 ENVELOPE_ORDER = ("group", "site", "type")
@@ -86,6 +89,23 @@ def envelope_needed(plan: Mapping[str, Any] | None, source_id: str) -> bool:
                 return True
             todo.extend(op.get("outputs") or ())
     return False
+
+
+def time_key_needed(plan: Mapping[str, Any] | None, source_id: str) -> bool:
+    """Whether the events of source ``source_id`` must carry their event time under ``TIME_KEY``.
+
+    Not when every operator the source feeds is a pattern (patterns read the times from the
+    :class:`~.operators.SourceBatch` and write them into the events they keep) and the source sends nothing
+    over a link; anything else, or a plan this function cannot read, needs them.
+    """
+    if not isinstance(plan, Mapping):
+        return True
+    ops = _operators(plan)
+    linked = {(link.get("from") or {}).get("node") for link in plan.get("links") or ()}
+    if source_id in linked or source_id not in ops:
+        return True
+    outputs = [output for op in ops[source_id] for output in op.get("outputs") or ()]
+    return not outputs or any(o not in ops or any(op.get("kind") != "pattern" for op in ops[o]) for o in outputs)
 
 
 def _source_of(ops: Mapping[str, list[Mapping[str, Any]]], op_id: str) -> str | None:

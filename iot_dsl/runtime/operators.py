@@ -18,13 +18,39 @@ from ..expr import Namespace, Scope, compile_expr, parse_expr, type_from_name
 from .firmware import select_payload
 from .records import Record, dead_letter, make_record
 
-__all__ = ["Operator", "BuildContext", "OPERATOR_BUILDERS", "build_operator", "TIME_KEY"]
+__all__ = ["Operator", "BuildContext", "OPERATOR_BUILDERS", "SourceBatch", "build_operator", "stamped", "TIME_KEY"]
 
 #: Key under which the engine keeps an event's parsed event time (epoch seconds). Not a valid field name, so it
 #: never clashes with payload fields; it is dropped from records.
 TIME_KEY = "@t"
 
 Event = dict[str, Any]
+
+
+class SourceBatch(list[Event]):
+    """The events a source operator admitted, with their event times (an array) and device ids as columns.
+
+    ``stamped`` says whether every event also carries its time under :data:`TIME_KEY`. A source leaves that out
+    only when each operator its events go to takes the times from here (pattern operators: they write the time
+    into the few events they keep); :func:`stamped` writes it into all of them for any other reader.
+    """
+
+    __slots__ = ("times", "devices", "stamped")
+
+    def __init__(self, events: list[Event], times: Any, devices: list[Any], stamped: bool) -> None:
+        super().__init__(events)
+        self.times = times
+        self.devices = devices
+        self.stamped = stamped
+
+
+def stamped(batch: list[Event]) -> list[Event]:
+    """``batch`` with every event carrying its time under :data:`TIME_KEY` (written in place when missing)."""
+    if type(batch) is SourceBatch and not batch.stamped:
+        for event, t in zip(batch, batch.times.tolist()):
+            event[TIME_KEY] = t
+        batch.stamped = True
+    return batch
 
 
 @dataclass

@@ -9,6 +9,7 @@ snapshotted and restored with the engine.
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Mapping
 from itertools import chain, compress, repeat
 from operator import itemgetter
@@ -20,7 +21,7 @@ from ..errors import ExprError
 from ..expr import BOOLEAN, Namespace, Scope, compile_expr, field_paths, parse_expr, type_from_name
 from .clock import format_time
 from .ingest_envelope import envelope_filler
-from .operators import TIME_KEY, BuildContext, Operator
+from .operators import TIME_KEY, BuildContext, Operator, SourceBatch
 from .pattern_conditions import AggregateRef, Context, compile_condition
 from .pattern_sequence import CONTIGUITY, RELAXED, STRICT, KeyState, Run, SequenceMatcher, StepSpec, _links
 from .records import Record, make_record
@@ -44,23 +45,26 @@ def _base_scope(fields: Mapping[str, str], ctx: BuildContext, key: str) -> Scope
 class _Chunk:
     """One batch held back: its events sorted by event time (equal times in arrival order), with their times,
     keys and, when it could be computed at arrival, whether each may start state. Events before ``lo`` have
-    been released.
+    been released. ``stamped``: whether the events carry their time under ``TIME_KEY`` (a source leaves it out
+    when only patterns read its events; the chunk writes it into the events that leave it).
 
     ``owned`` is the batch as it came. The chunk holds the events until every one is released; when it is done,
     :meth:`drop` lets go of the sorted list first, so that the events are freed from ``owned``, in the order
     they were allocated (about twice as fast as freeing them in event-time order).
     """
 
-    __slots__ = ("events", "times", "keys", "starts", "lo", "owned")
+    __slots__ = ("events", "times", "keys", "starts", "stamped", "lo", "owned")
 
     def __init__(
-        self, events: list[Event], times: Any, keys: list[Any], starts: Any, lo: int = 0, owned: list[Event] | None = None
+        self, events: list[Event], times: Any, keys: list[Any], starts: Any, stamped: bool,
+        owned: list[Event] | None = None,
     ) -> None:
         self.events = events
         self.times = times
         self.keys = keys
         self.starts = starts
-        self.lo = lo
+        self.stamped = stamped
+        self.lo = 0
         self.owned = owned
 
     def split(self, watermark: float) -> _Chunk | None:
@@ -71,7 +75,10 @@ class _Chunk:
         cut = int(np.searchsorted(times, watermark, side="left"))
         self.lo = cut
         starts = self.starts
-        return _Chunk(self.events[lo:cut], times[lo:cut], self.keys[lo:cut], None if starts is None else starts[lo:cut])
+        return _Chunk(
+            self.events[lo:cut], times[lo:cut], self.keys[lo:cut], None if starts is None else starts[lo:cut],
+            self.stamped,
+        )
 
     def done(self) -> bool:
         """Whether every event has been released."""
@@ -83,8 +90,12 @@ class _Chunk:
         self.owned = None
 
     def pending(self) -> list[Event]:
-        """The events not released yet."""
-        return self.events[self.lo :]
+        """The events not released yet, with their times under ``TIME_KEY``."""
+        events = self.events[self.lo :]
+        if not self.stamped:
+            deque(map(dict.__setitem__, events, repeat(TIME_KEY), self.times[self.lo :].tolist()), maxlen=0)
+        return events
+
 
 class _EventTimeOperator(Operator):
     """Buffer events until the watermark passes them; process them per key in event-time order with timers.
@@ -160,8 +171,12 @@ class _EventTimeOperator(Operator):
         return self._release(INF, records)
 
     def _chunk(self, batch: list[Event], early: bool) -> _Chunk:
-        times = np.fromiter(map(_time, batch), dtype=np.float64, count=len(batch))
-        keys = self._keys(batch)
+        if type(batch) is SourceBatch:  # straight from the source: times and device ids come as columns
+            times, is_stamped = batch.times, batch.stamped
+            keys = batch.devices if self.per == [self.device_key] else self._keys(batch)
+        else:
+            times, is_stamped = np.fromiter(map(_time, batch), dtype=np.float64, count=len(batch)), True
+            keys = self._keys(batch)
         starts = self._starts(batch) if early else None
         events = batch
         if len(times) > 1 and not bool((times[1:] >= times[:-1]).all()):
@@ -171,7 +186,7 @@ class _EventTimeOperator(Operator):
             events = list(map(batch.__getitem__, pick))
             keys = list(map(keys.__getitem__, pick))
             starts = None if starts is None else starts[order]
-        return _Chunk(events, times, keys, starts, owned=batch)
+        return _Chunk(events, times, keys, starts, is_stamped, owned=batch)
 
     def _keys(self, events: list[Event]) -> list[Any]:
         """Each event's key: the ``per`` field's value, or a tuple of the ``per`` fields' values."""
@@ -256,8 +271,11 @@ class _EventTimeOperator(Operator):
         picked = np.flatnonzero(mask)
         if picked.size == 0:
             return [], []
-        order = picked[np.argsort(times[picked], kind="stable")].tolist()
-        return list(map(events.__getitem__, order)), list(map(keys.__getitem__, order))
+        order = picked[np.argsort(times[picked], kind="stable")]
+        chosen = list(map(events.__getitem__, order.tolist()))
+        if not all(piece.stamped for piece in ready):
+            deque(map(dict.__setitem__, chosen, repeat(TIME_KEY), times[order].tolist()), maxlen=0)
+        return chosen, list(map(keys.__getitem__, order.tolist()))
 
     def buffered(self) -> list[Event]:
         """The held-back events in arrival order of their batches (what a snapshot keeps)."""
