@@ -746,3 +746,11 @@ def test_per_device_decisions_are_cached_across_batches() -> None:
     records = engine.push([ev("old", temp=32.0, pressure=1.0), ev("new", temp=3.0, pressure=1.0)])
     assert alerts(records) == ["old 0.0 2.0", "new 3.0 2.0"]
     assert alerts(engine.push([ev("new", temp=4.0, pressure=1.0)])) == ["new 4.0 2.0"]
+
+
+def test_a_batch_of_many_redeliveries_keeps_each_original_once_in_order() -> None:
+    engine = Engine(stream_plan(DEDUP))
+    originals = [ev(seq=i, ts=T0 + i, temp=i) for i in range(40)]
+    records = engine.push_raw(lines(*originals, *originals, ev(seq=99, ts=T0 + 50, temp=99)))
+    assert alerts(records) == [f"d1 {i}" for i in [*range(40), 99]]
+    assert engine.stats.duplicates == 40 and engine.stats.processed == 41 and engine.stats.reconciles()

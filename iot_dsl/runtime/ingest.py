@@ -309,7 +309,8 @@ class SourceOperator(Operator):
         assert self.dedup is not None and self.id_field is not None
         id_field = self.id_field
         ids = list(map(dict.get, events, repeat(id_field)))
-        if not set(map(type, ids)) <= _ID_TYPES:
+        kinds = set(map(type, ids))
+        if not kinds <= _ID_TYPES:
             events, devices, times = self._reject(
                 {
                     i: f"id '{id_field}' should be an integer or a string, got {type(v).__name__}"
@@ -321,7 +322,7 @@ class SourceOperator(Operator):
             ids = list(map(dict.get, events, repeat(id_field)))
         table = self.dedup
         evicted_before = table.evicted
-        if None in ids:  # events without an id are not de-duplicated
+        if _NONE in kinds:  # events without an id are not de-duplicated
             positions = [i for i, v in enumerate(ids) if v is not None]
             flags = table.admit_columns([devices[i] for i in positions], [ids[i] for i in positions], times[positions])
             duplicate = [False] * len(events)
@@ -346,9 +347,16 @@ class SourceOperator(Operator):
         self._dedup_evicting = bool(evicted)
         if True not in duplicate:
             return events, devices, times
-        keep = list(map(not_, duplicate))
-        self.counters.duplicates += len(keep) - sum(keep)
-        return list(compress(events, keep)), list(compress(devices, keep)), times[np.array(keep, dtype=bool)]
+        drop = list(compress(range(len(duplicate)), duplicate))
+        self.counters.duplicates += len(drop)
+        if len(drop) > 32:
+            keep = list(map(not_, duplicate))
+            return list(compress(events, keep)), list(compress(devices, keep)), times[np.array(keep, dtype=bool)]
+        # a few redeliveries: cheaper to take them out than to copy every list (the lists are this batch's own:
+        # decoded by the engine, or copied in process)
+        for i in reversed(drop):
+            del events[i], devices[i]
+        return events, devices, np.delete(times, drop)
 
     def _late(
         self, events: list[Event], devices: list[str], times: np.ndarray, cap: float, records: list[Record]

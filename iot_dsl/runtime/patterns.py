@@ -9,6 +9,7 @@ snapshotted and restored with the engine.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Mapping
 from itertools import chain, compress, repeat
@@ -43,7 +44,8 @@ def _base_scope(fields: Mapping[str, str], ctx: BuildContext, key: str) -> Scope
 
 
 class _Chunk:
-    """One batch held back: its events sorted by event time (equal times in arrival order), with their times,
+    """One batch held back: its events sorted by event time (equal times in arrival order), with their times (a
+    list of floats: releases bisect it),
     keys and, when it could be computed at arrival, whether each may start state. Events before ``lo`` have
     been released. ``stamped``: whether the events carry their time under ``TIME_KEY`` (a source leaves it out
     when only patterns read its events; the chunk writes it into the events that leave it).
@@ -56,7 +58,7 @@ class _Chunk:
     __slots__ = ("events", "times", "keys", "starts", "stamped", "lo", "owned")
 
     def __init__(
-        self, events: list[Event], times: Any, keys: list[Any], starts: Any, stamped: bool,
+        self, events: list[Event], times: list[float], keys: list[Any], starts: Any, stamped: bool,
         owned: list[Event] | None = None,
     ) -> None:
         self.events = events
@@ -72,7 +74,7 @@ class _Chunk:
         lo, times = self.lo, self.times
         if times[lo] >= watermark:
             return None
-        cut = int(np.searchsorted(times, watermark, side="left"))
+        cut = bisect_left(times, watermark, lo)
         self.lo = cut
         starts = self.starts
         return _Chunk(
@@ -93,7 +95,7 @@ class _Chunk:
         """The events not released yet, with their times under ``TIME_KEY``."""
         events = self.events[self.lo :]
         if not self.stamped:
-            deque(map(dict.__setitem__, events, repeat(TIME_KEY), self.times[self.lo :].tolist()), maxlen=0)
+            deque(map(dict.__setitem__, events, repeat(TIME_KEY), self.times[self.lo :]), maxlen=0)
         return events
 
 
@@ -186,7 +188,7 @@ class _EventTimeOperator(Operator):
             events = list(map(batch.__getitem__, pick))
             keys = list(map(keys.__getitem__, pick))
             starts = None if starts is None else starts[order]
-        return _Chunk(events, times, keys, starts, is_stamped, owned=batch)
+        return _Chunk(events, times.tolist(), keys, starts, is_stamped, owned=batch)
 
     def _keys(self, events: list[Event]) -> list[Any]:
         """Each event's key: the ``per`` field's value, or a tuple of the ``per`` fields' values."""
@@ -251,7 +253,7 @@ class _EventTimeOperator(Operator):
         if len(ready) > 1:
             events = list(chain.from_iterable([piece.events for piece in ready]))
             keys = list(chain.from_iterable([piece.keys for piece in ready]))
-            times = np.concatenate([piece.times for piece in ready])
+            times = list(chain.from_iterable([piece.times for piece in ready]))
         else:
             events, keys, times = ready[0].events, ready[0].keys, ready[0].times
         starts = [piece.starts if piece.starts is not None else self._starts(piece.events) for piece in ready]
@@ -271,11 +273,11 @@ class _EventTimeOperator(Operator):
         picked = np.flatnonzero(mask)
         if picked.size == 0:
             return [], []
-        order = picked[np.argsort(times[picked], kind="stable")]
-        chosen = list(map(events.__getitem__, order.tolist()))
+        order = sorted(picked.tolist(), key=times.__getitem__)  # stable: equal times keep their order
+        chosen = list(map(events.__getitem__, order))
         if not all(piece.stamped for piece in ready):
-            deque(map(dict.__setitem__, chosen, repeat(TIME_KEY), times[order].tolist()), maxlen=0)
-        return chosen, list(map(keys.__getitem__, order.tolist()))
+            deque(map(dict.__setitem__, chosen, repeat(TIME_KEY), map(times.__getitem__, order)), maxlen=0)
+        return chosen, list(map(keys.__getitem__, order))
 
     def buffered(self) -> list[Event]:
         """The held-back events in arrival order of their batches (what a snapshot keeps)."""
