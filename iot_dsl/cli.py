@@ -118,6 +118,11 @@ def _write_records(records: Iterator[Record], out: IO[bytes] | None, counts: Cou
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write records as JSON lines ('-': stdout).")
 @click.option("--progress/--no-progress", default=None, help="Show progress (default: when stderr is a terminal).")
 @click.option("--store", "store_path", type=click.Path(dir_okay=False), help="Keep history in this SQLite file.")
+@click.option(
+    "--state", "state_path", type=click.Path(dir_okay=False),
+    help="With --replay: resume from this engine snapshot when it exists, and save the snapshot here at the end "
+    "instead of finishing (partial matches, timers and open windows carry over to the next run).",
+)
 def run(
     source: str,
     replay_file: str | None,
@@ -128,10 +133,14 @@ def run(
     out_path: str | None,
     progress: bool | None,
     store_path: str | None,
+    state_path: str | None,
 ) -> None:
     """Run a workflow or plan SOURCE on recorded (--replay) or simulated (--simulate) events."""
     if bool(replay_file) == bool(use_simulation):
         raise click.UsageError("give exactly one of --replay EVENTS.jsonl or --simulate")
+    if state_path and use_simulation:
+        raise click.UsageError("--state goes with --replay (a simulation always starts from the beginning)")
+    state = _read_state(state_path) if state_path else None
     try:
         seconds = parse_duration(duration)
     except ValueError as exc:
@@ -157,7 +166,10 @@ def run(
         else:
             assert replay_file is not None
             events, bad = read_events(replay_file)
-            stream = _chain(iter(bad), replay(plan, events, seed=seed, progress=tick, store=store))
+            keep = (lambda snapshot: _write_state(state_path, snapshot)) if state_path else None
+            stream = _chain(
+                iter(bad), replay(plan, events, seed=seed, progress=tick, store=store, state=state, keep=keep)
+            )
         handle: IO[bytes] | None
         if out_path == "-":
             handle = sys.stdout.buffer
@@ -188,6 +200,31 @@ def run(
         "elapsed_seconds": round(elapsed, 3),
     }
     click.echo(_format_summary(summary), err=out_path == "-")
+
+
+def _read_state(path: str) -> dict[str, Any] | None:
+    """The engine snapshot saved at ``path`` (None when there is none yet); a clear error when it is not one."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot read the state file: {exc.strerror}") from exc
+    try:
+        state = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise click.ClickException(f"{path}: not an engine snapshot (invalid JSON: {exc.msg})") from exc
+    if not isinstance(state, dict) or not isinstance(state.get("operators"), dict):
+        raise click.ClickException(f"{path}: not an engine snapshot (no 'operators' object)")
+    return state
+
+
+def _write_state(path: str, snapshot: dict[str, Any]) -> None:
+    """Save ``snapshot`` at ``path`` atomically (a crash leaves the previous state in place)."""
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_bytes(orjson.dumps(snapshot))
+    partial.replace(target)
 
 
 def _chain(first: Iterator[Record], second: Iterator[Record]) -> Iterator[Record]:

@@ -142,3 +142,72 @@ def test_run_with_a_store_keeps_aggregate_history_for_the_history_command(runner
     assert listed.exit_code == 0, listed.output
     rows = [orjson.loads(line) for line in listed.output.splitlines() if line.strip()]
     assert rows and all(r["kind"] == "aggregate" and r["node"] == aggregate for r in rows)
+
+
+def _boiler_lines(times_temps: list[tuple[float, float]]) -> bytes:
+    return b"".join(
+        orjson.dumps({"device": "boiler-0001", "ts": 1767225600 + t, "temp": temp, "status": "ok"}) + b"\n"
+        for t, temp in times_temps
+    )
+
+
+def test_run_replay_with_state_resumes_partial_matches_and_timers_across_runs(runner: CliRunner, tmp_path: Path) -> None:
+    workflow = str(WORKFLOWS / "patterns-boiler-overheat.yaml")
+    temps = [96, 97, 97, 97, 97, 97, 97, 97, 80, 80, 91, 92, 93, 95, 96, 97, 97, 97, 97, 97, 97, 80, 80, 80, 80]
+    readings = [(5.0 * i, float(temp)) for i, temp in enumerate(temps)]
+    whole, first, second = tmp_path / "all.jsonl", tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    whole.write_bytes(_boiler_lines(readings))
+    # the first part already commanded (a vent): the second part's command ids go on from there; it is cut in
+    # the middle of the overheat sequence and of the second hold
+    first.write_bytes(_boiler_lines(readings[:15]))
+    second.write_bytes(_boiler_lines(readings[15:]))
+    state = tmp_path / "state.json"
+
+    def run(events: Path, *extra: str) -> list[dict[str, object]]:
+        out = tmp_path / "out.jsonl"
+        result = runner.invoke(cli, ["run", workflow, "--replay", str(events), "--out", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        return [orjson.loads(line) for line in out.read_bytes().splitlines()]
+
+    expected = run(whole)
+    assert {r["node"] for r in expected if r["kind"] == "match"} == {"overheat", "sustained_high"}
+    resumed = run(first, "--state", str(state))
+    assert [r["node"] for r in resumed if r["kind"] == "match"] == ["sustained_high"] and state.exists()
+    resumed += run(second, "--state", str(state))
+    assert resumed == expected
+    ids = [r["command_id"] for r in resumed if r["kind"] == "command"]
+    assert len(ids) == len(set(ids)) == 3
+
+
+def test_run_state_errors_are_clear(runner: CliRunner, tmp_path: Path) -> None:
+    workflow = str(WORKFLOWS / "patterns-boiler-overheat.yaml")
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(_boiler_lines([(0.0, 91.0)]))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = runner.invoke(cli, ["run", workflow, "--replay", str(events), "--state", str(bad)])
+    assert result.exit_code == 1 and "not an engine snapshot (invalid JSON" in result.output
+    bad.write_text('{"something": 1}')
+    result = runner.invoke(cli, ["run", workflow, "--replay", str(events), "--state", str(bad)])
+    assert result.exit_code == 1 and "no 'operators' object" in result.output
+    result = runner.invoke(cli, ["run", workflow, "--simulate", "--state", str(bad)])
+    assert result.exit_code == 2 and "--state goes with --replay" in result.output
+    result = runner.invoke(cli, ["run", workflow, "--replay", str(events), "--state", str(tmp_path)])
+    assert result.exit_code != 0
+
+
+def test_a_resumed_run_of_a_changed_pattern_says_whose_state_it_left_out(runner: CliRunner, tmp_path: Path) -> None:
+    original = (WORKFLOWS / "patterns-boiler-overheat.yaml").read_text()
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(original.replace('condition: "temp > 95"', 'condition: "temp > 94"'))
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(_boiler_lines([(0.0, 96.0), (5.0, 96.0)]))
+    state = tmp_path / "state.json"
+    assert runner.invoke(cli, ["run", str(WORKFLOWS / "patterns-boiler-overheat.yaml"), "--replay", str(events),
+                               "--state", str(state)]).exit_code == 0
+    out = tmp_path / "out.jsonl"
+    result = runner.invoke(cli, ["run", str(changed), "--replay", str(events), "--state", str(state), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    first = orjson.loads(out.read_bytes().splitlines()[0])
+    assert first["kind"] == "alert" and first["reason"] == "state_not_restored"
+    assert first["operators"] == ["pattern:sustained_high"]

@@ -298,3 +298,31 @@ def test_a_command_to_the_sender_works_without_a_registry_entry() -> None:
     assert [(r["kind"], r["device"]) for r in records] == [("command", "f-9"), ("command_result", "f-8")]
     assert records[0]["payload"] == {"cmd": "boost", "minutes": 16.0}
     assert records[1]["reason"] == "device type 'unknown' has no command 'boost'"
+
+
+def test_a_rule_cooldown_and_its_command_ids_survive_a_restart() -> None:
+    text = """
+workflow: w
+devices:
+  types:
+    boiler:
+      commands: {vent: {payload: {cmd: vent}}}
+streams:
+  telemetry: {key: device, time: ts, fields: {temp: number}}
+rules:
+  - name: vent
+    when: telemetry
+    if: "temp > 90"
+    cooldown: 1m
+    do: [{command: vent}]
+"""
+    registry = registry_of(("b1", "boiler", "north", "1.0.0"))
+    plan = compile_yaml(text)
+    first = Engine(plan, registry=registry)
+    assert Engine(plan, registry=registry).snapshot()["operators"] == {}  # nothing to keep before it fires
+    fired = [r for r in first.push([{"device": "b1", "ts": T0, "temp": 95}]) if r["kind"] == "command"]
+    assert [r["command_id"] for r in fired] == ["cloud/vent/1"]
+    again = Engine(plan, registry=registry)
+    again.restore(orjson.loads(orjson.dumps(first.snapshot())))
+    records = again.push([{"device": "b1", "ts": T0 + 30, "temp": 95}, {"device": "b1", "ts": T0 + 61, "temp": 95}])
+    assert [(r["command_id"], r["at"]) for r in records if r["kind"] == "command"] == [("cloud/vent/2", format_time(T0 + 61))]

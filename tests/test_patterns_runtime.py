@@ -437,3 +437,20 @@ def test_an_empty_batch_holds_nothing_back() -> None:
     op = HoldOperator(spec, ctx, "device")
     records: list[dict[str, Any]] = []
     assert op.process([], records) == [] and op.buffered() == [] and op.flush(records) == [] and records == []
+
+
+def test_a_reloaded_workflow_keeps_the_state_of_unchanged_patterns_only() -> None:
+    events = [ev(0, 91), ev(1, 92), ev(2, 95)]
+    before = Engine(compile_yaml(OVERHEAT))
+    before.push(events)
+    saved = orjson.loads(orjson.dumps(before.snapshot()))
+    # another rule was added: the pattern did not change, its in-flight match completes after the reload
+    extra_rule = OVERHEAT + "  - {name: also, when: overheat, do: [{alert: 'again {device}'}]}\n"
+    reloaded = Engine(compile_yaml(extra_rule))
+    assert reloaded.restore(saved) == []
+    matches = kinds(reloaded.push([ev(20, 50)]) + reloaded.finish(), "match")
+    assert [m["start"] for m in matches] == [at(0)]
+    # the pattern changed (another threshold): its old partial matches do not fit it and are left out
+    changed = Engine(compile_yaml(OVERHEAT.replace("temp > 90", "temp > 80")))
+    assert changed.restore(saved) == ["pattern:overheat"]
+    assert kinds(changed.push([ev(20, 50)]) + changed.finish(), "match") == []

@@ -1,5 +1,5 @@
 """Anomaly detection: injected spike, drift, stuck sensor and a device drifting from its peers are all found,
-with at most 1% false positives on clean data of the same fleet (issue 4)."""
+with at most 1% false positives on clean data of the same fleet: 10k devices at 1 Hz (issue 4)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from iot_dsl.storage import MemoryStore
 from .conftest import compile_yaml
 from .test_telemetry_oracle import HEADER, T0, build_operator
 
-DEVICES = 2_000
+DEVICES = 10_000
 WINDOWS = 50
 WINDOW = 10  # seconds, 1 Hz readings
-SPIKE, DRIFT, STUCK, PEER = 11, 222, 1333, 1777  # device indices with injected faults
+SPIKE, DRIFT, STUCK, PEER = 11, 2222, 5333, 8777  # device indices with injected faults
 
 DETECTORS = """
 aggregates:

@@ -8,6 +8,7 @@ produced. Time comes only from the injected Clock; nothing here reads the wall c
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -137,6 +138,15 @@ class Engine:
         }
         self._default_stream = next(iter(sorted(self._source_segments)), None) if len(self._source_segments) == 1 else None
         self._segments = {name: self._build_segment(self.plan.segment(name)) for name in self.running}
+        #: operator id -> fingerprint of what it does (kind and configuration): state is restored across a reload
+        #: only when it is unchanged
+        self._spec_sha = {
+            op["id"]: hashlib.sha256(
+                orjson.dumps({"kind": op["kind"], "config": op.get("config")}, option=orjson.OPT_SORT_KEYS)
+            ).hexdigest()[:16]
+            for seg in self.plan.segments
+            for op in seg["operators"]
+        }
         self._order = [n for n in self.running if n != "cloud"] + [n for n in self.running if n == "cloud"]
         self._sinks = [op for s in self.plan.segments if s["name"] in self.running for op in s["operators"] if op["kind"] == "sink"]
         self._subscribe_links()
@@ -358,23 +368,36 @@ class Engine:
         return records
 
     def snapshot(self) -> dict[str, Any]:
-        """State of every stateful operator, JSON-serializable, keyed by segment and operator id."""
+        """State of every stateful operator, JSON-serializable, keyed by segment and operator id, with a
+        fingerprint of each such operator's definition under ``"specs"`` (see :meth:`restore`)."""
         state: dict[str, Any] = {}
+        specs: dict[str, Any] = {}
         for name in self._order:
             for op in self._segments[name].operators:
                 value = op.snapshot()
                 if value is not None:
                     state.setdefault(name, {})[op.id] = value
-        return {"plan_sha256": self.plan.data["workflow"]["sha256"], "operators": state}
+                    specs.setdefault(name, {})[op.id] = self._spec_sha[op.id]
+        return {"plan_sha256": self.plan.data["workflow"]["sha256"], "operators": state, "specs": specs}
 
-    def restore(self, snapshot: Mapping[str, Any]) -> None:
-        """Give operators back the state :meth:`snapshot` took (operators absent from the plan are ignored)."""
+    def restore(self, snapshot: Mapping[str, Any]) -> list[str]:
+        """Give operators back the state :meth:`snapshot` took; return the ids of the operators whose state was
+        left out because their definition changed since (a reloaded workflow keeps the in-flight state of what
+        it did not change). Operators absent from the plan are ignored; a snapshot without ``"specs"`` (an
+        older one) restores every operator it names."""
         operators = snapshot.get("operators", {})
+        specs = snapshot.get("specs")
+        changed: list[str] = []
         for name in self._order:
             saved = operators.get(name, {})
             for op in self._segments[name].operators:
-                if op.id in saved:
-                    op.restore(saved[op.id])
+                if op.id not in saved:
+                    continue
+                if specs is not None and (specs.get(name) or {}).get(op.id) != self._spec_sha[op.id]:
+                    changed.append(op.id)
+                    continue
+                op.restore(saved[op.id])
+        return changed
 
     def run(self, batches: Iterable[Iterable[Any]]) -> Iterator[Record]:
         """Push each batch in turn, yielding records as they are produced."""

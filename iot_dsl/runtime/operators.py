@@ -272,6 +272,18 @@ class RuleOperator(Operator):
             fired.append(event)
         return fired
 
+    def snapshot(self) -> Any:
+        """The command counter (command ids never repeat after a restart) and, with a cooldown, when the rule
+        last fired per device."""
+        if not self.counter and not self.last_fired:
+            return None
+        return {"counter": self.counter, "last_fired": [[k, t] for k, t in self.last_fired.items()]}
+
+    def restore(self, state: Any) -> None:
+        """Take back :meth:`snapshot`'s state."""
+        self.counter = int(state["counter"])
+        self.last_fired = {k: float(t) for k, t in state["last_fired"]}
+
     def _run(self, action: Mapping[str, Any], event: Event, records: list[Record]) -> None:
         spec = action["spec"]
         if "command" not in spec and "alert" not in spec:

@@ -180,11 +180,16 @@ def replay(
     registry: DeviceRegistry | None = None,
     progress: Progress | None = None,
     store: Store | None = None,
+    state: Mapping[str, Any] | None = None,
+    keep: Callable[[dict[str, Any]], None] | None = None,
 ) -> Iterator[Record]:
     """Replay recorded events in event-time order on a virtual clock; yield records in order.
 
     Events whose time cannot be read go first (they become dead letters); the sort is stable, so events with
-    equal times keep their file order.
+    equal times keep their file order. ``state`` (an :meth:`Engine.snapshot`) is restored first: an ``alert``
+    record names the operators whose definition changed (their state is left out). With ``keep``, the input is
+    not finished at the end: open windows, partial matches and timers stay pending, and ``keep`` receives the
+    engine's snapshot to resume from.
     """
     fleet = fleet_for(plan, seed)
     if registry is None:
@@ -195,6 +200,13 @@ def replay(
     start = next((t for t, _, _ in timed if t is not None), 0.0)
     clock = VirtualClock(start)
     engine = Engine(plan, clock=clock, registry=registry, store=store)
+    if state is not None:
+        changed = engine.restore(state)
+        if changed:
+            yield make_record(
+                "alert", start, "replay", severity="warning", reason="state_not_restored", operators=changed,
+                message=f"state not restored for {', '.join(changed)}: their definition changed since the snapshot",
+            )
     responder = SimulatedResponder(fleet) if fleet is not None else None
     endpoint = SimulatedEndpoint(fleet, engine.transport, clock, plan.name) if fleet is not None else None
     batch: list[Any] = []
@@ -209,7 +221,10 @@ def replay(
                 progress(batch_end - start, engine.stats.events_in)
         batch.append(event)
     yield from _flush(engine, responder, batch, clock, batch_end)
-    yield from engine.finish()
+    if keep is not None:
+        keep(engine.snapshot())
+    else:
+        yield from engine.finish()
     if responder is not None:
         yield from responder.drain()
     if endpoint is not None:
