@@ -17,8 +17,8 @@ drop corrupt lines, filter ``temp > 60`` and keep per-device count/min/max/last 
 * Bytewax 0.21: the same steps as a dataflow (``TestingSource``, ``filter_map``, ``stateful_map`` for
   de-duplication, ``filter_value``, ``fold_final`` for the state), run with ``run_main``. Bytewax spends tens of
   microseconds per event, so it runs on a prefix of the stream (``--bytewax-lines``) and
-  ``throughput_vs_bytewax`` compares it with the project on that same prefix (medians of
-  ``--bytewax-rounds`` alternating runs).
+  ``throughput_vs_bytewax`` compares it with the project on that same prefix (``--bytewax-rounds`` alternating
+  runs).
 
 All three must compute the same per-device states (and the engine's counters must reconcile) before any speed is
 reported.
@@ -40,8 +40,10 @@ registry) is frozen out of the garbage collector before timing (``gc.freeze``): 
 otherwise each full collection would walk its two million objects and bill whoever allocates long-lived objects.
 
 Run: ``.venv/bin/python benchmarks/events.py`` (``--events N`` for a smaller run, ``--rounds R``,
-``--pattern-rounds R``, ``--batch LINES``, ``--bytewax-lines N``, ``--bytewax-rounds R``). Every comparison is a
-median over alternating rounds.
+``--pattern-rounds R``, ``--batch LINES``, ``--bytewax-lines N``, ``--bytewax-rounds R``). Every ratio is the
+median over alternating rounds of the paired ratio (baseline time / project time of the two runs of a round,
+taken one right after the other), which this machine's drifting speed disturbs least; the metrics give the
+median times of each contender too.
 """
 
 from __future__ import annotations
@@ -311,15 +313,21 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def alternate(rounds: int, *contenders: Callable[[], Any]) -> list[tuple[float, Any]]:
-    """Run the contenders one after the other, ``rounds`` times: (median seconds, last result) of each."""
+def alternate(rounds: int, *contenders: Callable[[], Any]) -> tuple[list[list[float]], list[Any]]:
+    """Run the contenders one after the other, ``rounds`` times: each one's seconds per round, and its last result."""
     times: list[list[float]] = [[] for _ in contenders]
     results: list[Any] = [None] * len(contenders)
     for _ in range(rounds):
         for i, fn in enumerate(contenders):
             dt, results[i] = timed(fn)
             times[i].append(dt)
-    return [(statistics.median(t), r) for t, r in zip(times, results)]
+    return times, results
+
+
+def speedup(project: list[float], baseline: list[float]) -> float:
+    """How many times faster the project is: the median over rounds of baseline time / project time, each round's
+    two runs taken one right after the other (a paired comparison: this machine's speed drifts between rounds)."""
+    return statistics.median(b / p for p, b in zip(project, baseline, strict=True))
 
 
 def load_pattern_workload() -> Any:
@@ -499,9 +507,10 @@ def pattern_part(
         print(f"patterns: project ({len(project_out)}) and hand matcher ({len(hand_out)}) DISAGREE", file=sys.stderr)
         return {"pattern_agree": False}
     part = plain[:subset]
-    (dt_project, sub_project), (dt_bytewax, sub_bytewax) = alternate(
+    (sub_times, bytewax_times), (sub_project, sub_bytewax) = alternate(
         bytewax_rounds, lambda: project(part), lambda: pattern_bytewax(part, workload)
     )
+    dt_project, dt_bytewax = statistics.median(sub_times), statistics.median(bytewax_times)
     agree_bytewax = sub_bytewax == sub_project == hand(part)
     print(f"patterns on {len(part)} lines: project {dt_project:.2f}s, bytewax {dt_bytewax:.2f}s, agree={agree_bytewax}",
           file=sys.stderr)
@@ -512,6 +521,8 @@ def pattern_part(
         "pattern_hand_events_per_s": n / statistics.median(hand_times),
         "pattern_bytewax_events_per_s": len(part) / dt_bytewax,
         "pattern_project_subset_events_per_s": len(part) / dt_project,
+        "pattern_vs_hand_loop": speedup(project_times, hand_times),
+        "pattern_vs_bytewax": speedup(sub_times, bytewax_times),
         "pattern_agree": True,
         "pattern_bytewax_agree": agree_bytewax,
     }
@@ -557,9 +568,10 @@ def main() -> None:
     stats = engine.stats
     # Bytewax (tens of microseconds per event) on a prefix, with the project on the same prefix
     part = lines[: args.bytewax_lines]
-    (dt_sub_project, (sub_project, _)), (dt_bytewax, bytewax_state) = alternate(
+    (sub_times, bytewax_times), ((sub_project, _), bytewax_state) = alternate(
         args.bytewax_rounds, lambda: run_project(part, plan, registry), lambda: run_bytewax(part)
     )
+    dt_sub_project, dt_bytewax = statistics.median(sub_times), statistics.median(bytewax_times)
     print(f"ingest on {len(part)} lines: project {dt_sub_project:.2f}s, bytewax {dt_bytewax:.2f}s", file=sys.stderr)
     agree = same_state(project_state, hand_state) and same_state(sub_project, bytewax_state)
     agree = agree and same_state(sub_project, run_hand(part)) and stats.reconciles()
@@ -604,23 +616,20 @@ def main() -> None:
         "agree": True,
     }
     ratios: dict[str, float] = {
-        "throughput_vs_hand_loop": round(project_rate / hand_rate, 3),
-        "throughput_vs_bytewax": round(dt_bytewax / dt_sub_project, 3),
+        "throughput_vs_hand_loop": round(speedup(project_times, hand_times), 3),
+        "throughput_vs_bytewax": round(speedup(sub_times, bytewax_times), 3),
     }
     # the ingestion part's engines and states are done with: let them go before the pattern part, so that its
     # garbage collections do not walk them (they would bill whoever collects most)
     del engine, engine2, source, project_state, hand_state, bytewax_state, sub_project
     gc.collect()
     pattern = pattern_part(plain, registry, args.pattern_rounds, args.bytewax_lines, args.bytewax_rounds)
+    paired = {name: pattern.pop(name) for name in ("pattern_vs_hand_loop", "pattern_vs_bytewax") if name in pattern}
     metrics.update({k: (round(v) if isinstance(v, float) else v) for k, v in pattern.items()})
     if pattern.get("pattern_agree"):
-        ratios["pattern_vs_hand_loop"] = round(
-            pattern["pattern_project_events_per_s"] / pattern["pattern_hand_events_per_s"], 3
-        )
+        ratios["pattern_vs_hand_loop"] = round(paired["pattern_vs_hand_loop"], 3)
         if pattern.get("pattern_bytewax_agree"):
-            ratios["pattern_vs_bytewax"] = round(
-                pattern["pattern_project_subset_events_per_s"] / pattern["pattern_bytewax_events_per_s"], 3
-            )
+            ratios["pattern_vs_bytewax"] = round(paired["pattern_vs_bytewax"], 3)
     print(f"parts run: ingestion=yes patterns={'yes' if pattern.get('pattern_agree') else 'no'}", file=sys.stderr)
     print(json.dumps({"benchmark": "events", "metrics": metrics, "ratios": ratios}))
 
