@@ -311,14 +311,19 @@ patterns:
     assert engine.finish() == []
 
 
-def test_operators_built_without_a_known_source_wait_for_the_final_watermark() -> None:
+def bare_hold_operator() -> HoldOperator:
+    """The HOLD pattern's operator, built outside an engine (no source, no watermark)."""
     plan = compile_yaml(HOLD)
     spec = next(op for op in plan.segments[0]["operators"] if op["kind"] == "pattern")
     ctx = BuildContext(
         segment="cloud", device_attributes={}, device_types={}, attributes_of=lambda d: {}, devices_in_scope=lambda: iter(()),
         now=lambda: 0.0,
     )
-    op = HoldOperator(spec, ctx, "device")
+    return HoldOperator(spec, ctx, "device")
+
+
+def test_operators_built_without_a_known_source_wait_for_the_final_watermark() -> None:
+    op = bare_hold_operator()
     records: list[dict[str, Any]] = []
     event = {**ev(0, 95), "@t": T0}
     assert op.process([event], records) == [] and op.on_time(0.0, records) == []
@@ -428,13 +433,7 @@ patterns:
 
 
 def test_an_empty_batch_holds_nothing_back() -> None:
-    plan = compile_yaml(HOLD)
-    spec = next(op for op in plan.segments[0]["operators"] if op["kind"] == "pattern")
-    ctx = BuildContext(
-        segment="cloud", device_attributes={}, device_types={}, attributes_of=lambda d: {}, devices_in_scope=lambda: iter(()),
-        now=lambda: 0.0,
-    )
-    op = HoldOperator(spec, ctx, "device")
+    op = bare_hold_operator()
     records: list[dict[str, Any]] = []
     assert op.process([], records) == [] and op.buffered() == [] and op.flush(records) == [] and records == []
 

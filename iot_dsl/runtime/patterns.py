@@ -45,10 +45,10 @@ def _base_scope(fields: Mapping[str, str], ctx: BuildContext, key: str) -> Scope
 
 class _Chunk:
     """One batch held back: its events sorted by event time (equal times in arrival order), with their times (a
-    list of floats: releases bisect it),
-    keys and, when it could be computed at arrival, whether each may start state. Events before ``lo`` have
-    been released. ``stamped``: whether the events carry their time under ``TIME_KEY`` (a source leaves it out
-    when only patterns read its events; the chunk writes it into the events that leave it).
+    list of floats, which releases bisect), their keys and, when it could be computed at arrival, whether each
+    may start state. Events before ``lo`` have been released. ``stamped``: whether the events carry their time
+    under ``TIME_KEY`` (a source leaves it out when only patterns read its events; the chunk writes it into the
+    events that leave it).
 
     ``owned`` is the batch as it came. The chunk holds the events until every one is released; when it is done,
     :meth:`drop` lets go of the sorted list first, so that the events are freed from ``owned``, in the order
@@ -275,7 +275,7 @@ class _EventTimeOperator(Operator):
             return [], []
         order = sorted(picked.tolist(), key=times.__getitem__)  # stable: equal times keep their order
         chosen = list(map(events.__getitem__, order))
-        if not all(piece.stamped for piece in ready):
+        if not all(piece.stamped for piece in ready):  # only the events that go on get their time written in
             deque(map(dict.__setitem__, chosen, repeat(TIME_KEY), map(times.__getitem__, order)), maxlen=0)
         return chosen, list(map(keys.__getitem__, order))
 
