@@ -184,6 +184,8 @@ def run(
                 handle.close()
     except ValueError as exc:
         raise click.ClickException(str(exc)) from exc
+    except DslError as error:
+        _fail(error)
     finally:
         if bar is not None:
             bar.close()
@@ -223,8 +225,11 @@ def _write_state(path: str, snapshot: dict[str, Any]) -> None:
     """Save ``snapshot`` at ``path`` atomically (a crash leaves the previous state in place)."""
     target = Path(path)
     partial = target.with_name(target.name + ".partial")
-    partial.write_bytes(orjson.dumps(snapshot))
-    partial.replace(target)
+    try:
+        partial.write_bytes(orjson.dumps(snapshot))
+        partial.replace(target)
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot save the state file: {exc.strerror}") from exc
 
 
 def _chain(first: Iterator[Record], second: Iterator[Record]) -> Iterator[Record]:

@@ -211,3 +211,17 @@ def test_a_resumed_run_of_a_changed_pattern_says_whose_state_it_left_out(runner:
     first = orjson.loads(out.read_bytes().splitlines()[0])
     assert first["kind"] == "alert" and first["reason"] == "state_not_restored"
     assert first["operators"] == ["pattern:sustained_high"]
+
+
+def test_a_state_file_that_does_not_fit_or_cannot_be_saved_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:
+    workflow = str(WORKFLOWS / "patterns-boiler-overheat.yaml")
+    events = tmp_path / "e.jsonl"
+    events.write_bytes(_boiler_lines([(0.0, 91.0)]))
+    state = tmp_path / "state.json"
+    state.write_text('{"operators": {"cloud": {"pattern:overheat": {"buffer": 5}}}}')
+    result = runner.invoke(cli, ["run", workflow, "--replay", str(events), "--state", str(state)])
+    assert result.exit_code == 1 and "the snapshot's state of 'pattern:overheat' does not fit it" in result.output
+    assert state.read_text().startswith('{"operators"')  # a refused state file is left as it was
+    missing_dir = tmp_path / "no" / "such" / "dir" / "state.json"
+    result = runner.invoke(cli, ["run", workflow, "--replay", str(events), "--state", str(missing_dir)])
+    assert result.exit_code == 1 and "cannot save the state file" in result.output

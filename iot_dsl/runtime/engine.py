@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from ..devices import Device, DeviceRegistry
-from ..errors import ExprError
+from ..errors import ExprError, PlanError
 from ..expr import Scope, compile_expr, parse_expr, type_from_name
 from ..plan import Plan, load_plan
 from ..storage import MemoryStore, Store
@@ -384,7 +384,8 @@ class Engine:
         """Give operators back the state :meth:`snapshot` took; return the ids of the operators whose state was
         left out because their definition changed since (a reloaded workflow keeps the in-flight state of what
         it did not change). Operators absent from the plan are ignored; a snapshot without ``"specs"`` (an
-        older one) restores every operator it names."""
+        older one) restores every operator it names. Raises ``PlanError`` (code ``bad_snapshot``) for state that
+        an operator cannot take back."""
         operators = snapshot.get("operators", {})
         specs = snapshot.get("specs")
         changed: list[str] = []
@@ -396,7 +397,13 @@ class Engine:
                 if specs is not None and (specs.get(name) or {}).get(op.id) != self._spec_sha[op.id]:
                     changed.append(op.id)
                     continue
-                op.restore(saved[op.id])
+                try:
+                    op.restore(saved[op.id])
+                except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+                    raise PlanError(
+                        f"the snapshot's state of '{op.id}' does not fit it ({type(exc).__name__}: {exc})",
+                        code="bad_snapshot", hint="restore a snapshot this engine's plan took",
+                    ) from exc
         return changed
 
     def run(self, batches: Iterable[Iterable[Any]]) -> Iterator[Record]:

@@ -37,7 +37,7 @@ from .clock import format_time, parse_duration, parse_time
 from .ingest_envelope import ENVELOPE, ENVELOPE_ORDER, envelope_needed, time_key_needed
 from .ingest_rules import ChecksumVerifier, Normalizer
 from .ingest_state import DEFAULT_MAX_IDS, DedupTable, IngestCounters
-from .operators import TIME_KEY, BuildContext, Operator, SourceBatch
+from .operators import TIME_KEY, BuildContext, Operator, SourceBatch, write_times
 from .records import Record, dead_letter, make_record
 
 __all__ = ["FUTURE_KEY", "FUTURE_POLICIES", "DecodedBatch", "SourceOperator", "build_source", "decode_lines"]
@@ -387,7 +387,7 @@ class SourceOperator(Operator):
 
     def _stamp(self, events: list[Event], devices: list[str], times: np.ndarray) -> None:
         if self.stamp_events:
-            deque(map(dict.__setitem__, events, repeat(TIME_KEY), times.tolist()), maxlen=0)  # C loop
+            write_times(events, times.tolist())
         if self.fill_envelope:
             self._fill_envelope(events, devices)
 

@@ -8,8 +8,10 @@ records (commands, alerts, dead letters) to ``records``. A bad event never raise
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from ..devices import Device
@@ -18,7 +20,7 @@ from ..expr import Namespace, Scope, compile_expr, parse_expr, type_from_name
 from .firmware import select_payload
 from .records import Record, dead_letter, make_record
 
-__all__ = ["Operator", "BuildContext", "OPERATOR_BUILDERS", "SourceBatch", "build_operator", "stamped", "TIME_KEY"]
+__all__ = ["Operator", "BuildContext", "OPERATOR_BUILDERS", "SourceBatch", "build_operator", "stamped", "write_times", "TIME_KEY"]
 
 #: Key under which the engine keeps an event's parsed event time (epoch seconds). Not a valid field name, so it
 #: never clashes with payload fields; it is dropped from records.
@@ -44,11 +46,15 @@ class SourceBatch(list[Event]):
         self.stamped = stamped
 
 
+def write_times(events: Iterable[Event], times: Iterable[float]) -> None:
+    """Write each event's time under :data:`TIME_KEY`, in place (one C loop: this runs for every event)."""
+    deque(map(dict.__setitem__, events, repeat(TIME_KEY), times), maxlen=0)
+
+
 def stamped(batch: list[Event]) -> list[Event]:
     """``batch`` with every event carrying its time under :data:`TIME_KEY` (written in place when missing)."""
     if type(batch) is SourceBatch and not batch.stamped:
-        for event, t in zip(batch, batch.times.tolist()):
-            event[TIME_KEY] = t
+        write_times(batch, batch.times.tolist())
         batch.stamped = True
     return batch
 

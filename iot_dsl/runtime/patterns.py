@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Callable, Mapping
 from itertools import chain, compress, repeat
 from operator import itemgetter
@@ -22,7 +21,7 @@ from ..errors import ExprError
 from ..expr import BOOLEAN, Namespace, Scope, compile_expr, field_paths, parse_expr, type_from_name
 from .clock import format_time
 from .ingest_envelope import envelope_filler
-from .operators import TIME_KEY, BuildContext, Operator, SourceBatch
+from .operators import TIME_KEY, BuildContext, Operator, SourceBatch, write_times
 from .pattern_conditions import AggregateRef, Context, compile_condition
 from .pattern_sequence import CONTIGUITY, RELAXED, STRICT, KeyState, Run, SequenceMatcher, StepSpec, _links
 from .records import Record, make_record
@@ -95,7 +94,7 @@ class _Chunk:
         """The events not released yet, with their times under ``TIME_KEY``."""
         events = self.events[self.lo :]
         if not self.stamped:
-            deque(map(dict.__setitem__, events, repeat(TIME_KEY), self.times[self.lo :]), maxlen=0)
+            write_times(events, self.times[self.lo :])
         return events
 
 
@@ -276,7 +275,7 @@ class _EventTimeOperator(Operator):
         order = sorted(picked.tolist(), key=times.__getitem__)  # stable: equal times keep their order
         chosen = list(map(events.__getitem__, order))
         if not all(piece.stamped for piece in ready):  # only the events that go on get their time written in
-            deque(map(dict.__setitem__, chosen, repeat(TIME_KEY), map(times.__getitem__, order)), maxlen=0)
+            write_times(chosen, map(times.__getitem__, order))
         return chosen, list(map(keys.__getitem__, order))
 
     def buffered(self) -> list[Event]:
