@@ -90,17 +90,17 @@ def test_a_closed_block_lends_its_memory_to_the_next_window() -> None:
     windows.add(2, np.array([2, 0]), {"x": np.array([5.0, 6.0])}, 0)
     reused = windows.blocks[2].cells["x"]
     assert np.shares_memory(reused, cells) and reused.shape == cells.shape and not windows.spare
-    assert np.array_equal(reused[:, 0], [6.0, np.nan, 5.0], equal_nan=True)
-    assert np.isnan(reused[:, 1:]).all()  # nothing of the previous window is left
+    assert np.array_equal(reused[0, :], [6.0, np.nan, 5.0], equal_nan=True)  # arrival x device
+    assert np.isnan(reused[1:, :]).all()  # nothing of the previous window is left
     windows.recycle(windows.pop(2))
     assert windows.spare["x"] is cells  # the whole array again, not the view the block had
     windows.add(3, np.array([1]), {"x": np.array([7.0])}, 0)  # fewer cells: the front of the spare memory
     smaller = windows.blocks[3].cells["x"]
-    assert np.shares_memory(smaller, cells) and smaller.shape == (2, 4) and smaller.flags.c_contiguous
+    assert np.shares_memory(smaller, cells) and smaller.shape == (4, 2) and smaller.flags.c_contiguous
     assert np.array_equal(windows.blocks[3].column("x", np.array([1])), [[7.0]])
     windows.recycle(windows.pop(3))
     windows.add(4, np.arange(5), {"x": np.arange(5.0)}, 0)  # more cells than the spare memory holds: new memory
-    assert not np.shares_memory(windows.blocks[4].cells["x"], cells) and windows.blocks[4].cells["x"].shape == (5, 4)
+    assert not np.shares_memory(windows.blocks[4].cells["x"], cells) and windows.blocks[4].cells["x"].shape == (4, 5)
 
 
 def test_membership_calls_before_move_while_the_old_slots_are_in_place() -> None:

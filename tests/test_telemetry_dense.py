@@ -374,6 +374,8 @@ def test_dense_windows_keep_arrival_order_per_device() -> None:
     cells = block.column("x", active)
     assert cells.shape == (3, 4)
     assert np.array_equal(cells, [[2, 6, np.nan, np.nan], [1, 3, 4, 7], [5] + [np.nan] * 3], equal_nan=True)
+    cells[1, 0] = -1.0  # the caller owns the column: the block keeps its readings
+    assert block.column("x", active)[1].tolist() == [1, 3, 4, 7]
     prefix = block.column("x", np.array([0, 1, 2]))
     assert prefix.shape == (3, 4) and np.isnan(prefix[1]).all()
     # a window keyed under another membership generation is not usable any more

@@ -8,7 +8,7 @@ level (see :mod:`.windows` and :mod:`.groups`) and computes all statistics with 
 per-event Python in the maths. Each closed window yields an ``aggregate`` record with ``revision`` 0.
 
 Tumbling windows whose statistics need no event times (count, sum, mean, min, max, var/std, percentiles) are
-also kept as dense blocks (:class:`.windows.DenseWindows`: one row per device, its readings in arrival order)
+also kept as dense blocks (:class:`.windows.DenseWindows`: one column per device, its readings in arrival order)
 filled as readings arrive; closing such a window reduces its blocks along axis 1 for the devices and combines
 the device rows per group (:func:`.telemetry_stats.block_stats`, :func:`.telemetry_stats.rollup_stats`),
 without sorting the buffered rows (percentiles sort each device's block row in place), and builds the records
@@ -243,7 +243,8 @@ class AggregateOperator(Operator):
         self.sessions: dict[tuple[int, int], dict[float, tuple[float, int]]] = {}
         self._iso = _IsoTimes()
         self._grid: tuple[I64, I64] | None = None
-        self._names: tuple[Any, I64] | None = None
+        #: coded input: the distinct ids it was given, their device indices, and whether code == index throughout
+        self._names: tuple[Any, I64, bool] | None = None
         #: argument columns holding values other than numbers: value -> code, for distinct()
         self._codes: dict[str, dict[Any, int]] = {}
         self._numeric = {s.column for s in self.stats if s.column is not None and s.function != "distinct"}
@@ -297,11 +298,12 @@ class AggregateOperator(Operator):
             names = devices[1]
             if self._names is None or self._names[0] is not names or len(self._names[1]) != len(names):
                 self._fill_rows()  # buffered codes index the current table: resolve them before it is replaced
-                self._names = (names, self.membership.device_indices(list(names)))
+                table = self.membership.device_indices(list(names))
+                self._names = (names, table, bool((table == np.arange(table.size)).all()))
             else:
                 self.membership.refresh()
             codes = np.asarray(devices[0], dtype=np.int64)
-            dev = self._names[1].take(codes)
+            dev = codes if self._names[2] else self._names[1].take(codes)
         else:
             dev = self.membership.device_indices(list(devices))
         t = np.asarray(t, dtype=np.float64)
@@ -400,7 +402,7 @@ class AggregateOperator(Operator):
             self.dirty = True
         t_max = float(t.max())
         self.latest = max(self.latest, t_max)
-        arrival = np.broadcast_to(np.int32(self.tick), t.shape)  # one value for the whole chunk: a read-only view
+        arrival = np.full(t.shape, self.tick, dtype=np.int32)
         chunk: dict[str, Any] = {"t": t, "arrival": arrival}
         # coded input keeps its codes (the device indices are filled in when needed), and no chunk has slot
         # columns yet: see _fill_rows

@@ -13,8 +13,10 @@ Four kinds, all on event time (epoch seconds):
 Start is inclusive and end exclusive for tumbling, hopping and session windows; a sliding window is the one
 exception (it must contain the reading that ends it), see docs/language.md.
 
-:class:`DenseWindows` is the columnar buffer of open tumbling windows: readings go in as they arrive, one
-dense (device x arrival) block per argument column and window comes out, ready to be reduced along axis 1.
+:class:`DenseWindows` is the columnar buffer of open tumbling windows: readings go in as they arrive into one
+dense (arrival x device) block per argument column and window, and come out as (device x reading) blocks, ready to
+be reduced along axis 1. The block is laid out arrival-major because readings arrive about one per device per batch:
+a batch then writes into a few adjacent rows of the block instead of one cache line per device.
 """
 
 from __future__ import annotations
@@ -139,7 +141,8 @@ _CELLS_FREE = 1 << 16
 @dataclass
 class DenseBlock:
     """One open window: per device index, its number of readings (``counts``) and, per column, a 2-D block
-    whose row ``d`` holds device ``d``'s values in arrival order (NaN: gap or missing value).
+    whose column ``d`` holds device ``d``'s values in arrival order (``cells[name][i, d]``: its ``i``-th reading;
+    NaN: gap or missing value).
 
     ``usable`` turns False when the block would grow too sparse (one device with far more readings than the
     others); ``generation`` is the group-membership generation the block's readings were keyed under."""
@@ -148,7 +151,7 @@ class DenseBlock:
     counts: I64
     cells: dict[str, F64]
     width: int
-    #: number of device rows the cells have
+    #: number of device columns the cells have
     capacity: int = 0
     rows: int = 0
     usable: bool = True
@@ -158,12 +161,13 @@ class DenseBlock:
         return np.flatnonzero(self.counts).astype(np.int64, copy=False)
 
     def column(self, name: str, active: I64) -> F64:
-        """The block of one column restricted to ``active`` devices and to the columns in use."""
+        """One column as a new C-contiguous (device x reading) array: a row per ``active`` device, as many
+        columns as the busiest device has readings (NaN after a device's last reading). The caller owns it."""
         used = int(self.counts.max()) if self.counts.size else 0
-        block = self.cells[name]
+        block = self.cells[name][:used]
         if active.size and active.size == int(active[-1]) + 1:
-            return block[: active.size, :used]
-        return block[active, :used]
+            return np.ascontiguousarray(block[:, : active.size].T)
+        return np.ascontiguousarray(block[:, active].T)
 
 
 @dataclass
@@ -213,15 +217,15 @@ class DenseWindows:
                 block.cells = {}
                 return
             self._grow(block, width)
-        flat = dev * width
-        flat += pos
+        flat = pos * counts.size
+        flat += dev
         for name in self.columns:
             block.cells[name].ravel()[flat] = values[name]
 
     def _grow(self, block: DenseBlock, width: int) -> None:
         devices = block.counts.size
         for name in self.columns:
-            cells = self._empty(name, (devices, width))
+            cells = self._empty(name, (width, devices))
             old = block.cells.get(name)
             if old is not None:
                 cells[: old.shape[0], : old.shape[1]] = old
