@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from iot_dsl.devices import Device, DeviceRegistry
-from iot_dsl.runtime.aggregates import _key_sharing
+from iot_dsl.runtime.aggregates import _IsoTimes, _key_sharing
+from iot_dsl.runtime.clock import format_time
 from iot_dsl.runtime.groups import Level, Membership
 from iot_dsl.runtime.telemetry_stats import BlockColumn, Segments, StatSpec, block_stats, compute_stats, rollup_stats
 from iot_dsl.runtime.windows import DenseWindows
@@ -193,3 +194,11 @@ def test_record_prototype_copies_are_independent_plain_dicts() -> None:
     assert first == {"kind": "aggregate", "group": "fan", "device": None, "values": {"n": 1}}
     assert second == {**fields, "extra": 2}
     assert json.loads(json.dumps(first)) == first
+
+
+def test_window_bound_texts_stay_right_while_their_cache_stays_small() -> None:
+    iso = _IsoTimes()
+    times = [T0 + 60.0 * k for k in range(3000)]
+    assert [iso(t) for t in times] == [format_time(t) for t in times]
+    assert len(iso.cache) <= 1024
+    assert iso(times[-1]) == format_time(times[-1]) and iso(times[0]) == format_time(times[0])

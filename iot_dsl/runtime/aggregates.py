@@ -1029,7 +1029,8 @@ def _key_sharing(fields: Record) -> Record:
 
 
 class _IsoTimes:
-    """``format_time`` with a small cache: window bounds repeat across the groups of a window."""
+    """``format_time`` with a small cache: window bounds repeat across the groups of a window. Small on purpose
+    (see ``records._format_at``): what it keeps alive stays scattered over the heap."""
 
     def __init__(self) -> None:
         self.cache: dict[float, str] = {}
@@ -1037,7 +1038,7 @@ class _IsoTimes:
     def __call__(self, t: float) -> str:
         found = self.cache.get(t)
         if found is None:
-            if len(self.cache) > 65536:
+            if len(self.cache) >= 1024:
                 self.cache.clear()
             found = self.cache[t] = format_time(t)
         return found

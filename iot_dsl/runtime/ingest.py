@@ -109,8 +109,8 @@ def _seconds(value: Any, default: float = 0.0) -> float:
 
 
 def _type_ok(kind: str, value: Any) -> bool:
-    if value is None:
-        return True
+    """Whether a present (not None) value whose Python type the field's kind does not admit outright is still
+    acceptable: an integer-valued float for ``integer``."""
     if kind == "number":
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind == "integer":
