@@ -167,7 +167,7 @@ class DenseBlock:
         block = self.cells[name][:used]
         if active.size and active.size == int(active[-1]) + 1:
             return np.ascontiguousarray(block[:, : active.size].T)
-        return np.ascontiguousarray(block[:, active].T)
+        return block.T[active]  # a new C-contiguous array (advanced indexing copies)
 
 
 @dataclass
