@@ -9,9 +9,10 @@ per-event Python in the maths. Each closed window yields an ``aggregate`` record
 
 Tumbling windows whose statistics need no event times (count, sum, mean, min, max, var/std, percentiles) are
 also kept as dense blocks (:class:`.windows.DenseWindows`: one column per device, its readings in arrival order)
-filled as readings arrive; closing such a window reduces its blocks along axis 1 for the devices and combines
-the device rows per group (:func:`.telemetry_stats.block_stats`, :func:`.telemetry_stats.rollup_stats`),
-without sorting the buffered rows (percentiles sort each device's block row in place), and builds the records
+filled as readings arrive; closing such a window copies each block device by device, reduces the copy along
+axis 1 for the devices and combines the device rows per group (:func:`.telemetry_stats.block_stats`,
+:func:`.telemetry_stats.rollup_stats`), without sorting the buffered rows (percentiles sort each device's row of
+the copy in place), and builds the records
 in key order. A closed block's memory is refilled by the next window's. The row buffer stays the reference:
 windows revised by late data, windows whose devices changed group while open and windows a single busy device
 would make too sparse close from it.
