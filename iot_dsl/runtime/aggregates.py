@@ -442,17 +442,17 @@ class AggregateOperator(Operator):
         window, closed, t = self._dense, self.closed_until, chunk["t"]
         every, size = self.window.every, self.window.size
         k_lo, k_hi = grid_index_of(t_min, every), grid_index_of(t_max, every)
-        generation = self.membership.generation
+        generation, devices = self.membership.generation, len(self.membership.ids)
         columns = window.columns
         if k_lo == k_hi:
             if k_lo * every + size > closed:
-                window.add(k_lo, dev, {name: chunk[name] for name in columns}, generation)
+                window.add(k_lo, dev, {name: chunk[name] for name in columns}, generation, devices)
             return
         k = grid_index(t, every)
         for key in np.unique(k).tolist():
             if key * every + size > closed:
                 rows = k == key
-                window.add(key, dev[rows], {name: chunk[name][rows] for name in columns}, generation)
+                window.add(key, dev[rows], {name: chunk[name][rows] for name in columns}, generation, devices)
 
     def _first_end(self, t: float) -> float:
         """The end of the earliest window a reading at ``t`` belongs to (tumbling: its only window)."""

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .group_percentiles import group_percentiles, select_percentiles
+
 __all__ = [
     "BLOCK_FUNCTIONS",
     "INTEGER_STATS",
@@ -293,7 +295,7 @@ class _Column:
         for s in np.flatnonzero(big).tolist():
             size = int(n[s])  # missing values are NaN in x
             if size:
-                for arr, value in zip(out, _select(x[starts[s] : starts[s] + counts[s]].copy(), size, qs), strict=True):
+                for arr, value in zip(out, select_percentiles(x[starts[s] : starts[s] + counts[s]].copy(), size, qs), strict=True):
                     arr[s] = value
         for arr in out:
             arr[n == 0] = np.nan
@@ -537,11 +539,11 @@ def _rollup_percentiles(
     """Exact percentiles of each group's present values, one array (one value per group) per fraction in ``qs``.
 
     ``picked`` lists block rows group after group (``per_group`` rows each, from ``starts``). Groups of few cells
-    share one padded sort, as small segments do; each larger group is selected on its own.
+    share one padded sort, as small segments do; larger groups are selected from a sampled bracket of their
+    cells (:func:`.group_percentiles.group_percentiles`).
     """
     block = column.block
     width = block.shape[1]
-    n = np.add.reduceat(column.get("n")[picked], starts)
     out = [np.full(starts.size, np.nan) for _ in qs]
     big = per_group * width > _BIG_SEGMENT
     if not big.all():
@@ -551,26 +553,12 @@ def _rollup_percentiles(
         seg = Segments(np.cumsum(counts) - counts, counts, np.zeros(0), {"x": values})
         for arr, result in zip(out, _Column(values, seg).percentiles(qs), strict=True):
             arr[small] = result
-    for s in np.flatnonzero(big).tolist():
-        size = int(n[s])
-        if size:
-            values = block[picked[starts[s] : starts[s] + per_group[s]]].ravel()
-            for arr, value in zip(out, _select(values, size, qs), strict=True):
-                arr[s] = value
-    return out
-
-
-def _select(values: F64, size: int, qs: Sequence[float]) -> list[float]:
-    """Exact percentiles (linear interpolation) of the ``size`` present values in ``values`` (NaN: missing),
-    one per fraction in ``qs``. ``values`` is scratch: it is partitioned in place."""
-    out = []
-    for q in qs:
-        rank = q * (size - 1)
-        lo = math.floor(rank)
-        values.partition(lo)  # NaN sorts last: position lo holds the lo-th smallest present value
-        low = values[lo]
-        high = np.fmin.reduce(values[lo + 1 :]) if lo + 1 < size else low  # the next one up (fmin skips NaN)
-        out.append(float(low + (high - low) * (rank - lo)))
+    if big.any():
+        chosen = np.flatnonzero(big)
+        found = group_percentiles(block, column.get("n"), picked, starts[chosen], per_group[chosen], qs,
+                                  ordered=column.ordered)
+        for arr, result in zip(out, found, strict=True):
+            arr[chosen] = result
     return out
 
 

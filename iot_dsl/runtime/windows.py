@@ -30,7 +30,6 @@ import numpy as np
 import numpy.typing as npt
 
 from .clock import parse_duration
-from .telemetry_stats import stable_order
 
 __all__ = ["WINDOW_KINDS", "DenseBlock", "DenseWindows", "WindowSpec", "grid_index", "grid_index_of"]
 
@@ -183,8 +182,11 @@ class DenseWindows:
     #: (in steady state every window needs about as many cells as the previous one)
     spare: dict[str, F64] = field(default_factory=dict)
 
-    def add(self, k: int, dev: I64, values: Mapping[str, F64], generation: int) -> None:
-        """Append readings of window ``k`` (device indices ``dev``; ``values`` by column) in arrival order."""
+    def add(self, k: int, dev: I64, values: Mapping[str, F64], generation: int, devices: int | None = None) -> None:
+        """Append readings of window ``k`` (device indices ``dev``; ``values`` by column) in arrival order.
+
+        ``devices``, when given, bounds the device indices (every index is below it): once the block covers that
+        many devices, no pass over ``dev`` looks for a larger index."""
         if dev.size == 0:
             return
         block = self.blocks.get(k)
@@ -195,7 +197,7 @@ class DenseWindows:
         block.rows += int(dev.size)
         if not block.usable:
             return
-        top = int(dev.max()) + 1
+        top = int(dev.max()) + 1 if devices is None or devices > block.counts.size else 0
         if top > block.counts.size:
             grown = np.zeros(max(top, 2 * block.counts.size), dtype=np.int64)
             grown[: block.counts.size] = block.counts
@@ -262,12 +264,9 @@ class DenseWindows:
 
 def _arrival_rank(dev: I64) -> I64:
     """For each reading, how many readings of the same device come before it in the batch."""
-    order = stable_order(dev)
+    order = np.argsort(dev, kind="stable")
     ordered = dev[order]
-    line = np.arange(dev.size, dtype=np.int64)
-    first = np.zeros(dev.size, dtype=np.int64)  # per position in device order: where its device's run starts
-    first[1:] = np.where(ordered[1:] != ordered[:-1], line[1:], 0)
-    np.maximum.accumulate(first, out=first)
     rank = np.empty(dev.size, dtype=np.int64)
-    rank[order] = line - first
+    # position in device order minus where the device's run starts there
+    rank[order] = np.arange(dev.size, dtype=np.int64) - np.searchsorted(ordered, ordered, side="left")
     return rank
