@@ -58,7 +58,7 @@ def group_percentiles(
     sample = _sample(block, picked, starts, per_group)
     for q, result in zip(qs, out, strict=True):
         low_bound, high_bound = _bracket(sample, q)
-        missed = _from_bracket(block, row_group, n, q, low_bound, high_bound, result, ordered)
+        missed = _from_bracket(block, present, row_group, n, q, low_bound, high_bound, result, ordered)
         for s in missed.tolist():
             rows = picked[starts[s] : starts[s] + per_group[s]]
             result[s] = select_percentiles(block[rows].ravel(), int(n[s]), [q])[0]
@@ -90,7 +90,7 @@ def _bracket(sample: F64, q: float) -> tuple[F64, F64]:
 
 
 def _from_bracket(
-    block: F64, row_group: I64, n: I64, q: float, low: F64, high: F64, out: F64, ordered: bool
+    block: F64, present: I64, row_group: I64, n: I64, q: float, low: F64, high: F64, out: F64, ordered: bool
 ) -> I64:
     """Fill ``out`` for the groups whose bracket ``[low, high]`` holds both order statistics; return the others
     (groups with present values whose bracket missed)."""
@@ -99,8 +99,11 @@ def _from_bracket(
     row_low = np.append(low, np.inf)[row_group]
     row_high = np.append(high, -np.inf)[row_group]
     if ordered:
-        below_rows = _leading(block, row_low, strict=True)
-        values, of = _prefix_ranges(block, row_group, below_rows, _leading(block, row_high, strict=False))
+        # cells <= high are the cells < the next float up (+inf: every present cell); both searches in one
+        rows = block.shape[0]
+        both = _leading(block, np.concatenate((row_low, np.nextafter(row_high, np.inf))))
+        below_rows, upto = both[:rows], np.where(row_high == np.inf, present, both[rows:])
+        values, of = _prefix_ranges(block, row_group, below_rows, upto)
     else:
         below = block < row_low[:, None]
         inside = block <= row_high[:, None]
@@ -133,20 +136,20 @@ def _from_bracket(
     return np.array(missed, dtype=np.int64)
 
 
-def _leading(block: F64, bound: F64, strict: bool) -> I64:
-    """Rows sorted (NaN last): per row, how many leading cells are ``< bound`` (``strict``) or ``<= bound`` (one
-    bound per row), by a binary search run on every row at once."""
+def _leading(block: F64, bound: F64) -> I64:
+    """Rows sorted (NaN last): per bound, how many leading cells of its row are ``< bound`` -- bounds for every
+    row, possibly several rounds of them (``bound[i]`` is for row ``i % rows``) -- by one binary search run on
+    all of them at once."""
     rows, width = block.shape
     flat = block.reshape(-1)
-    last = np.arange(rows, dtype=np.int64) * width - 1  # flat index of the cell before each row's first
-    pos = np.zeros(rows, dtype=np.int64)
+    last = np.arange(bound.size, dtype=np.int64) % max(rows, 1) * width - 1  # the cell before each row's first
+    pos = np.zeros(bound.size, dtype=np.int64)
     step = 1 << (width.bit_length() - 1) if width else 0
     while step:
         reach = pos + step  # is the reach-th cell (1-based) still below the bound?
-        value = flat.take(last + np.minimum(reach, width))
-        hit = value < bound if strict else value <= bound  # NaN never is
+        hit = flat.take(last + np.minimum(reach, width)) < bound  # NaN never is
         hit &= reach <= width
-        np.copyto(pos, reach, where=hit)
+        pos += hit * step
         step >>= 1
     return pos
 
