@@ -403,10 +403,9 @@ class AggregateOperator(Operator):
             self.dirty = True
         t_max = float(t.max())
         self.latest = max(self.latest, t_max)
-        arrival = np.full(t.shape, self.tick, dtype=np.int32)
-        chunk: dict[str, Any] = {"t": t, "arrival": arrival}
-        # coded input keeps its codes (the device indices are filled in when needed), and no chunk has slot
-        # columns yet: see _fill_rows
+        # the arrival tick of every row is one number until the rows are read (see _fill_rows); coded input keeps
+        # its codes (the device indices are filled in when needed), and no chunk has slot columns yet
+        chunk: dict[str, Any] = {"t": t, "tick": self.tick}
         if codes is None:
             chunk["dev"] = dev
         else:
@@ -426,8 +425,11 @@ class AggregateOperator(Operator):
         columns (``slot0``, ...), from the current code table and membership.
 
         Chunks get them lazily: called before the code table is replaced or the membership moves a device (the
-        rows keep the devices and groups they arrived with) and before the rows are read by device or level."""
+        rows keep the devices and groups they arrived with) and before the rows are read by device or level. The
+        arrival column (each row's close tick when it arrived) is spelled out then too."""
         for chunk in self._chunks:
+            if "tick" in chunk:
+                chunk["arrival"] = np.full(chunk["t"].shape, chunk.pop("tick"), dtype=np.int32)
             if "codes" in chunk:
                 assert self._names is not None
                 chunk["dev"] = self._names[1].take(chunk.pop("codes"))
@@ -639,7 +641,7 @@ class AggregateOperator(Operator):
             if keep.all():
                 kept.append(chunk)
             elif keep.any():
-                kept.append({name: col[keep] for name, col in chunk.items()})
+                kept.append({name: col if name == "tick" else col[keep] for name, col in chunk.items()})
         return kept
 
     def _close_level(self, level: int, rows: dict[str, Any], wm: float) -> tuple[_Closed | None, Any]:

@@ -51,15 +51,16 @@ def group_percentiles(
     total = int(per_group.sum())
     first = np.cumsum(per_group) - per_group
     rows_of = picked[np.repeat(starts - first, per_group) + np.arange(total, dtype=np.int64)]  # group after group
-    row_group = np.full(block.shape[0], -1, dtype=np.int64)
-    row_group[rows_of] = np.repeat(np.arange(groups, dtype=np.int64), per_group)
-    n = np.bincount(row_group[rows_of], weights=present[rows_of], minlength=groups)
-    n = np.rint(n).astype(np.int64)
+    group_of = np.repeat(np.arange(groups, dtype=np.int64), per_group)  # the group of each row of rows_of
+    n = np.add.reduceat(present[rows_of], first).astype(np.int64)
     sample = _sample(block, picked, starts, per_group)
     for q, result in zip(qs, out, strict=True):
         low_bound, high_bound = _bracket(sample, q)
-        missed = _from_bracket(block, present, row_group, n, q, low_bound, high_bound, result, ordered)
-        for s in missed.tolist():
+        if ordered:
+            found = _sorted_candidates(block, present, rows_of, first, group_of, low_bound, high_bound)
+        else:
+            found = _masked_candidates(block, rows_of, group_of, low_bound, high_bound)
+        for s in _pick(found, n, q, result).tolist():
             rows = picked[starts[s] : starts[s] + per_group[s]]
             result[s] = select_percentiles(block[rows].ravel(), int(n[s]), [q])[0]
     return out
@@ -89,33 +90,49 @@ def _bracket(sample: F64, q: float) -> tuple[F64, F64]:
     return low, high
 
 
-def _from_bracket(
-    block: F64, present: I64, row_group: I64, n: I64, q: float, low: F64, high: F64, out: F64, ordered: bool
-) -> I64:
-    """Fill ``out`` for the groups whose bracket ``[low, high]`` holds both order statistics; return the others
-    (groups with present values whose bracket missed)."""
-    groups = n.size
+#: per group: its cells in the bracket (all groups' together, group after group), how many, how many below it
+Candidates = tuple[F64, I64, I64]
+
+
+def _sorted_candidates(
+    block: F64, present: I64, rows_of: I64, first: I64, group_of: I64, low: F64, high: F64
+) -> Candidates:
+    """Sorted rows: each row's cells below ``low`` and up to ``high`` of its group are prefixes, found by one
+    binary search (cells <= high are the cells < the next float up; +inf: every present cell)."""
+    row_low, row_high = low[group_of], high[group_of]
+    m = rows_of.size
+    both = _leading(block, np.concatenate((rows_of, rows_of)), np.concatenate((row_low, np.nextafter(row_high, np.inf))))
+    below, upto = both[:m], np.where(row_high == np.inf, present[rows_of], both[m:])
+    lengths = np.maximum(upto - below, 0)
+    width = block.shape[1]
+    offsets = np.cumsum(lengths) - lengths
+    flat = np.repeat(rows_of * width + below - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
+    return block.reshape(-1)[flat], np.add.reduceat(lengths, first), np.add.reduceat(below, first)
+
+
+def _masked_candidates(block: F64, rows_of: I64, group_of: I64, low: F64, high: F64) -> Candidates:
+    """Rows in any order: one comparison pass per bound over the whole block."""
+    groups = low.size
     # rows in no group get an empty bracket: +inf below which everything lies, -inf above which nothing does
+    row_group = np.full(block.shape[0], groups, dtype=np.int64)
+    row_group[rows_of] = group_of
     row_low = np.append(low, np.inf)[row_group]
     row_high = np.append(high, -np.inf)[row_group]
-    if ordered:
-        # cells <= high are the cells < the next float up (+inf: every present cell); both searches in one
-        rows = block.shape[0]
-        both = _leading(block, np.concatenate((row_low, np.nextafter(row_high, np.inf))))
-        below_rows, upto = both[:rows], np.where(row_high == np.inf, present, both[rows:])
-        values, of = _prefix_ranges(block, row_group, below_rows, upto)
-    else:
-        below = block < row_low[:, None]
-        inside = block <= row_high[:, None]
-        np.logical_and(inside, ~below, out=inside)
-        below_rows = np.add.reduce(below.view(np.uint8), axis=1, dtype=np.int64)  # a byte per cell: fast to add
-        flat = np.flatnonzero(inside)
-        values = block.reshape(-1)[flat]  # row after row
-        of = row_group[flat // block.shape[1]]
-    member = row_group >= 0
-    below_n = np.rint(np.bincount(row_group[member], weights=below_rows[member], minlength=groups)).astype(np.int64)
-    values = values[np.argsort(of.astype(np.uint16) if groups <= 1 << 16 else of, kind="stable")]  # by group
-    counts = np.bincount(of, minlength=groups).astype(np.int64)
+    below = block < row_low[:, None]
+    inside = block <= row_high[:, None]
+    np.logical_and(inside, ~below, out=inside)
+    below_rows = np.add.reduce(below.view(np.uint8), axis=1, dtype=np.int64)  # a byte per cell: fast to add
+    below_n = np.bincount(group_of, weights=below_rows[rows_of], minlength=groups)
+    flat = np.flatnonzero(inside)
+    of = row_group[flat // block.shape[1]]  # never the no-group bin: its bracket is empty
+    values = block.reshape(-1)[flat][np.argsort(of.astype(np.uint16) if groups < 1 << 16 else of, kind="stable")]
+    return values, np.bincount(of, minlength=groups).astype(np.int64), np.rint(below_n).astype(np.int64)
+
+
+def _pick(found: Candidates, n: I64, q: float, out: F64) -> I64:
+    """Fill ``out`` for the groups whose bracket holds both order statistics the percentile ``q`` needs; return
+    the others (groups with present values whose bracket missed)."""
+    values, counts, below_n = found
     offsets = np.cumsum(counts) - counts
     missed: list[int] = []
     for s in np.flatnonzero(n).tolist():
@@ -136,13 +153,12 @@ def _from_bracket(
     return np.array(missed, dtype=np.int64)
 
 
-def _leading(block: F64, bound: F64) -> I64:
-    """Rows sorted (NaN last): per bound, how many leading cells of its row are ``< bound`` -- bounds for every
-    row, possibly several rounds of them (``bound[i]`` is for row ``i % rows``) -- by one binary search run on
-    all of them at once."""
-    rows, width = block.shape
+def _leading(block: F64, rows: I64, bound: F64) -> I64:
+    """Rows sorted (NaN last): for each ``(rows[i], bound[i])``, how many leading cells of that row are below the
+    bound, by one binary search run on all of them at once."""
+    width = block.shape[1]
     flat = block.reshape(-1)
-    last = np.arange(bound.size, dtype=np.int64) % max(rows, 1) * width - 1  # the cell before each row's first
+    last = rows * width - 1  # the flat index of the cell before each row's first
     pos = np.zeros(bound.size, dtype=np.int64)
     step = 1 << (width.bit_length() - 1) if width else 0
     while step:
@@ -152,17 +168,6 @@ def _leading(block: F64, bound: F64) -> I64:
         pos += hit * step
         step >>= 1
     return pos
-
-
-def _prefix_ranges(block: F64, row_group: I64, begin: I64, end: I64) -> tuple[F64, I64]:
-    """The cells ``begin[r] <= j < end[r]`` of every row ``r`` (row after row), and the group of each."""
-    width = block.shape[1]
-    lengths = np.maximum(end - begin, 0)
-    total = int(lengths.sum())
-    offsets = np.cumsum(lengths) - lengths
-    rows = np.arange(block.shape[0], dtype=np.int64)
-    flat = np.repeat(rows * width + begin - offsets, lengths) + np.arange(total, dtype=np.int64)
-    return block.reshape(-1)[flat], np.repeat(row_group, lengths)
 
 
 def select_percentiles(values: F64, size: int, qs: Sequence[float]) -> list[float]:
