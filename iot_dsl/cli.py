@@ -123,6 +123,10 @@ def _write_records(records: Iterator[Record], out: IO[bytes] | None, counts: Cou
     help="With --replay: resume from this engine snapshot when it exists, and save the snapshot here at the end "
     "instead of finishing (partial matches, timers and open windows carry over to the next run).",
 )
+@click.option(
+    "--threads", type=click.IntRange(min=1), default=None,
+    help="Threads for closing large windows (default: the CPU count, at most 4; 1: none besides the main one).",
+)
 def run(
     source: str,
     replay_file: str | None,
@@ -134,6 +138,7 @@ def run(
     progress: bool | None,
     store_path: str | None,
     state_path: str | None,
+    threads: int | None,
 ) -> None:
     """Run a workflow or plan SOURCE on recorded (--replay) or simulated (--simulate) events."""
     if bool(replay_file) == bool(use_simulation):
@@ -161,14 +166,15 @@ def run(
     try:
         if use_simulation:
             stream: Iterator[Record] = simulate(
-                plan, seed=seed, devices=devices, duration=seconds, progress=tick, store=store
+                plan, seed=seed, devices=devices, duration=seconds, progress=tick, store=store, threads=threads
             )
         else:
             assert replay_file is not None
             events, bad = read_events(replay_file)
             keep = (lambda snapshot: _write_state(state_path, snapshot)) if state_path else None
             stream = _chain(
-                iter(bad), replay(plan, events, seed=seed, progress=tick, store=store, state=state, keep=keep)
+                iter(bad),
+                replay(plan, events, seed=seed, progress=tick, store=store, state=state, keep=keep, threads=threads),
             )
         handle: IO[bytes] | None
         if out_path == "-":

@@ -50,6 +50,7 @@ from .clock import format_time, parse_duration
 from .groups import DEVICE_LEVEL, Membership, levels_for
 from .operators import TIME_KEY, BuildContext, Operator
 from .records import Record, make_record
+from .row_parts import RowParts
 from .telemetry_stats import (
     BLOCK_FUNCTIONS,
     BlockColumn,
@@ -250,10 +251,13 @@ class AggregateOperator(Operator):
         self._codes: dict[str, dict[Any, int]] = {}
         self._numeric = {s.column for s in self.stats if s.column is not None and s.function != "distinct"}
         self._distinct = {s.column for s in self.stats if s.column is not None and s.function == "distinct"}
+        #: threads for the passes over a closing window's blocks
+        self._parts = RowParts(ctx.threads)
         #: tumbling windows whose statistics need no event times: open windows also kept as dense blocks
         self._dense: DenseWindows | None = None
         if self.window.kind == "tumbling" and all(s.function in BLOCK_FUNCTIONS for s in self.stats):
-            self._dense = DenseWindows(sorted({f"c:{s.column}" for s in self.stats if s.column is not None}))
+            self._dense = DenseWindows(sorted({f"c:{s.column}" for s in self.stats if s.column is not None}),
+                                       parts=self._parts)
         self._ranks: dict[int, I64] = {}
 
     # ------------------------------------------------------------------------------------------------ building
@@ -589,7 +593,11 @@ class AggregateOperator(Operator):
         specs = self._specs(block.cells)
         # the window is closed: its cells' arrival order no longer matters, percentiles may sort them in place
         ordered = {spec.column for spec in specs if spec.function in ("median", "percentile")}
-        columns = {name: BlockColumn(block.column(name, active), rows, sort=name in ordered) for name in block.cells}
+        columns: dict[str, BlockColumn] = {}
+        for name in block.cells:  # each column copied, sorted and reduced row by row, a part of the rows per thread
+            cells, fill = block.column_rows(name, active)
+            columns[name] = BlockColumn(cells, rows, sort=name in ordered, fill=fill,
+                                        prepare=_row_keys(specs, name), parts=self._parts)
         begin = k * self.window.every
         end = begin + self.window.size
         out: list[_Closed] = []
@@ -990,7 +998,7 @@ class AggregateOperator(Operator):
         self.pending, self.evict_at, self.dirty = math.inf, math.inf, False
         self._codes = {name: {_hashable(v): int(c) for v, c in pairs} for name, pairs in state.get("codes", {}).items()}
         if self._dense is not None:
-            self._dense = DenseWindows(self._dense.columns)
+            self._dense = DenseWindows(self._dense.columns, parts=self._parts)
         saved = state.get("rows")
         if saved:
             t = np.asarray(saved["t"], dtype=np.float64)
@@ -1045,6 +1053,21 @@ class _IsoTimes:
                 self.cache.clear()
             found = self.cache[t] = format_time(t)
         return found
+
+
+def _row_keys(specs: Sequence[StatSpec], column: str) -> set[str]:
+    """The per-row intermediates (:data:`.telemetry_stats.ROW_KEYS`) the statistics over ``column`` read, per
+    device and in the group roll-ups (counts, sums and means for every statistic but a percentile)."""
+    keys = {"n"}
+    for spec in specs:
+        if spec.column != column or spec.function in ("median", "percentile"):
+            continue
+        keys |= {"sum", "mean"}
+        if spec.function in ("min", "max"):
+            keys.add(spec.function)
+        elif spec.function in ("var", "std"):
+            keys.add("m2")
+    return keys
 
 
 def _trailing_starts(slot: I64, t: F64, size: float) -> I64:

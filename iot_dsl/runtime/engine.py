@@ -101,7 +101,10 @@ class _Segment:
 
 
 class Engine:
-    """Run a plan: ``Engine(plan, clock=..., transport=..., store=..., registry=...)``, then ``push`` batches."""
+    """Run a plan: ``Engine(plan, clock=..., transport=..., store=..., registry=...)``, then ``push`` batches.
+
+    ``threads`` bounds the threads an operator uses to close large windows (1: the caller's thread only; default:
+    this machine's CPU count, at most 4); results do not depend on it."""
 
     def __init__(
         self,
@@ -113,8 +116,11 @@ class Engine:
         registry: DeviceRegistry | None = None,
         segment: str | None = None,
         learn_devices: bool = True,
+        threads: int | None = None,
     ) -> None:
         self.plan = load_plan(plan)
+        #: threads operators may use for passes over large blocks (None: this machine's CPU count, capped)
+        self.threads = threads
         self.clock: Clock = clock if clock is not None else VirtualClock()
         self.transport: Transport = transport if transport is not None else MemoryTransport()
         self.store: Store = store if store is not None else MemoryStore()
@@ -199,6 +205,7 @@ class Engine:
             plan=self.plan.data,
             watermarks=self.watermarks.setdefault(name, {}),
             source_of=self._source_of,
+            threads=self.threads,
         )
         members = {op["id"] for op in spec["operators"]}
         operators = [

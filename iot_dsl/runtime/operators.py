@@ -80,6 +80,9 @@ class BuildContext:
     watermarks: dict[str, float] = field(default_factory=dict)
     #: operator id -> name of the source stream its events come from
     source_of: Mapping[str, str] = field(default_factory=dict)
+    #: threads an operator may use for its passes over large blocks: 1 none but the caller's, None this
+    #: machine's CPU count, capped (see :mod:`.row_parts`)
+    threads: int | None = None
 
 
 class Operator:

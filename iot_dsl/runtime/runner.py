@@ -124,16 +124,18 @@ def simulate(
     engine: Engine | None = None,
     progress: Progress | None = None,
     store: Store | None = None,
+    threads: int | None = None,
 ) -> Iterator[Record]:
     """Run ``plan`` against its simulated fleet for ``duration`` seconds of event time; yield records in order.
 
-    ``store`` (default: in memory) keeps the engine's history, e.g. a :class:`~iot_dsl.storage.SqliteStore`.
+    ``store`` (default: in memory) keeps the engine's history, e.g. a :class:`~iot_dsl.storage.SqliteStore`;
+    ``threads`` goes to the :class:`Engine`.
     """
     fleet = fleet_for(plan, seed, devices)
     if fleet is None:
         raise ValueError(f"workflow '{plan.name}' has no simulation section; add one or use replay")
     clock = VirtualClock(fleet.start)
-    engine = engine or Engine(plan, clock=clock, registry=fleet.registry, store=store)
+    engine = engine or Engine(plan, clock=clock, registry=fleet.registry, store=store, threads=threads)
     responder = SimulatedResponder(fleet)
     endpoint = SimulatedEndpoint(fleet, engine.transport, engine.clock, plan.name)
     end = fleet.start + duration
@@ -182,6 +184,7 @@ def replay(
     store: Store | None = None,
     state: Mapping[str, Any] | None = None,
     keep: Callable[[dict[str, Any]], None] | None = None,
+    threads: int | None = None,
 ) -> Iterator[Record]:
     """Replay recorded events in event-time order on a virtual clock; yield records in order.
 
@@ -189,7 +192,7 @@ def replay(
     equal times keep their file order. ``state`` (an :meth:`Engine.snapshot`) is restored first: an ``alert``
     record names the operators whose definition changed (their state is left out). With ``keep``, the input is
     not finished at the end: open windows, partial matches and timers stay pending, and ``keep`` receives the
-    engine's snapshot to resume from.
+    engine's snapshot to resume from. ``threads`` goes to the :class:`Engine`.
     """
     fleet = fleet_for(plan, seed)
     if registry is None:
@@ -199,7 +202,7 @@ def replay(
     timed.sort(key=lambda item: (item[0] if item[0] is not None else float("-inf"), item[1]))
     start = next((t for t, _, _ in timed if t is not None), 0.0)
     clock = VirtualClock(start)
-    engine = Engine(plan, clock=clock, registry=registry, store=store)
+    engine = Engine(plan, clock=clock, registry=registry, store=store, threads=threads)
     if state is not None:
         changed = engine.restore(state)
         if changed:

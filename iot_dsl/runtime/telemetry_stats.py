@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .group_percentiles import group_percentiles, select_percentiles
+from .row_parts import RowParts
 
 __all__ = [
     "BLOCK_FUNCTIONS",
@@ -78,6 +79,22 @@ _PNN = re.compile(r"^p(100|[1-9]?[0-9])$")
 _BIG_SEGMENT = 2048
 #: rows of a block per band when a statistic needs a temporary the size of the block
 _BAND_ROWS = 1024
+#: the per-row intermediates of a :class:`BlockColumn` that a pass over a part of its rows computes, each
+#: after the ones it reads
+ROW_KEYS = ("n", "sum", "mean", "min", "max", "m2")
+_INPUTS = {"mean": ("n", "sum"), "m2": ("n", "sum", "mean")}
+#: blocks given no thread parts are worked through in one part, on the calling thread
+_ONE_PART = RowParts(1)
+
+
+def _with_inputs(keys: set[str], ordered: bool) -> set[str]:
+    """``keys`` and every intermediate they are computed from (a sorted block's maximum reads ``n``)."""
+    out = set(keys)
+    for key in keys:
+        out.update(_INPUTS.get(key, ()))
+    if ordered and "max" in keys:
+        out.add("n")
+    return out
 
 
 def percentile_of(name: str) -> float | None:
@@ -359,61 +376,97 @@ class BlockColumn:
     block has no missing value at all, ``n`` is that count without a pass over the block. With ``sort`` the
     block's rows are sorted in place first (NaN last; for a block whose cell order no longer matters, such as
     a closed window's): percentiles then read it directly and each row's minimum and maximum are its ends.
+
+    The block may also come uninitialised with ``fill``, a function writing the given rows of it: the rows are
+    then filled, sorted, and the intermediates named in ``prepare`` (of :data:`ROW_KEYS`) computed, in one pass
+    over each part of the rows -- on several threads with ``parts`` (see :mod:`.row_parts`). Intermediates not
+    prepared are computed on first use, over all rows.
     """
 
-    def __init__(self, block: F64, filled: I64 | None = None, sort: bool = False) -> None:
-        if sort:
-            block.sort(axis=1)
+    def __init__(
+        self,
+        block: F64,
+        filled: I64 | None = None,
+        sort: bool = False,
+        *,
+        fill: Callable[[slice], object] | None = None,
+        prepare: Iterable[str] = (),
+        parts: RowParts | None = None,
+    ) -> None:
         self.block = block
         self.ordered = sort
-        self.present: npt.NDArray[np.bool_] = np.isnan(block)
-        np.logical_not(self.present, out=self.present)
+        self.present: npt.NDArray[np.bool_] = np.empty(block.shape, dtype=bool)
         self._filled = filled
         self._cache: dict[str, Any] = {}
+        wanted = _with_inputs(set(prepare), sort)
+        made = {key: self._new(key) for key in ROW_KEYS if key in wanted}
+
+        def pass_over(rows: slice) -> None:
+            if fill is not None:
+                fill(rows)
+            if sort:
+                block[rows].sort(axis=1)
+            present = self.present[rows]
+            np.isnan(block[rows], out=present)
+            np.logical_not(present, out=present)
+            for key, out in made.items():  # in ROW_KEYS order: a row's inputs are ready before it is needed
+                self._kernels[key](rows, out)
+
+        self._kernels: dict[str, Callable[[slice, Any], None]] = {
+            "n": self._n, "sum": self._sum, "mean": self._mean, "min": self._min, "max": self._max, "m2": self._m2,
+        }
+        self._cache.update(made)  # the kernels of later keys read the earlier ones' rows from the cache
+        (parts if parts is not None else _ONE_PART).run(block.shape[0], block.size, pass_over)
 
     def get(self, key: str) -> Any:
         """``n``, ``sum``, ``mean``, ``min``, ``max``, ``m2`` (sum of squared deviations from the mean), ``var``
         or ``sorted`` (rows sorted, NaN last), per row."""
         found = self._cache.get(key)
         if found is None:
-            compute = {
-                "n": self._n,
-                "sum": self._sum,
-                "mean": self._mean,
-                "min": self._min,
-                "max": self._max,
-                "m2": self._m2,
-                "var": self._var,
-                "sorted": self._sorted,
-            }[key]  # a closed table: no method names built from strings
-            found = self._cache[key] = compute()
+            if key in self._kernels:
+                for needed in ROW_KEYS:  # inputs first (a closed table: no method names built from strings)
+                    if needed in _with_inputs({key}, self.ordered) and needed not in self._cache:
+                        out = self._new(needed)
+                        self._kernels[needed](slice(0, self.block.shape[0]), out)
+                        self._cache[needed] = out
+                found = self._cache[key]
+            else:
+                found = self._cache[key] = {"var": self._var, "sorted": self._sorted}[key]()
         return found
 
-    def _n(self) -> I64:
-        filled = self._filled
-        if filled is not None and np.count_nonzero(self.present) == int(filled.sum()):
-            return filled.astype(np.int64, copy=False)  # nothing missing: every reading is a present value
-        return np.asarray(np.count_nonzero(self.present, axis=1), dtype=np.int64)
+    def _new(self, key: str) -> Any:
+        return np.empty(self.block.shape[0], dtype=np.int64 if key == "n" else np.float64)
 
-    def _sum(self) -> F64:
-        return np.asarray(np.add.reduce(self.block, axis=1, where=self.present), dtype=np.float64)
+    # row kernels: rows ``rows`` of one intermediate into ``out``, from the block and earlier intermediates
+    def _n(self, rows: slice, out: I64) -> None:
+        filled, present = self._filled, self.present[rows]
+        if filled is not None and np.count_nonzero(present) == int(filled[rows].sum()):
+            out[rows] = filled[rows]  # nothing missing: every reading is a present value
+        else:
+            out[rows] = np.count_nonzero(present, axis=1)
 
-    def _mean(self) -> F64:
-        n = self.get("n")
-        return np.where(n > 0, self.get("sum") / np.maximum(n, 1), np.nan)
+    def _sum(self, rows: slice, out: F64) -> None:
+        np.add.reduce(self.block[rows], axis=1, where=self.present[rows], out=out[rows])
 
-    def _min(self) -> F64:
+    def _mean(self, rows: slice, out: F64) -> None:
+        n = self._cache["n"][rows]
+        out[rows] = np.where(n > 0, self._cache["sum"][rows] / np.maximum(n, 1), np.nan)
+
+    def _min(self, rows: slice, out: F64) -> None:
         if self.ordered:
-            return self.block[:, 0].copy()  # NaN only when nothing is present
-        return np.asarray(np.fmin.reduce(self.block, axis=1), dtype=np.float64)
+            out[rows] = self.block[rows, 0]  # NaN only when nothing is present
+        else:
+            np.fmin.reduce(self.block[rows], axis=1, out=out[rows])
 
-    def _max(self) -> F64:
+    def _max(self, rows: slice, out: F64) -> None:
         if self.ordered:
-            return self.block[np.arange(self.block.shape[0]), np.maximum(self.get("n") - 1, 0)]
-        return np.asarray(np.fmax.reduce(self.block, axis=1), dtype=np.float64)
+            block = self.block[rows]
+            out[rows] = block[np.arange(block.shape[0]), np.maximum(self._cache["n"][rows] - 1, 0)]
+        else:
+            np.fmax.reduce(self.block[rows], axis=1, out=out[rows])
 
-    def _m2(self) -> F64:
-        return self.squares_about(self.get("mean"))
+    def _m2(self, rows: slice, out: F64) -> None:
+        out[rows] = self.squares_about(self._cache["mean"], rows)
 
     def _var(self) -> F64:
         n = self.get("n")
@@ -424,16 +477,18 @@ class BlockColumn:
             return self.block
         return np.sort(self.block, axis=1)  # NaN (missing and padding) sorts last
 
-    def squares_about(self, center: F64) -> F64:
-        """Per row: the sum of squared deviations of the present values from ``center`` (one value per row).
+    def squares_about(self, center: F64, rows: slice | None = None) -> F64:
+        """Per row (of ``rows``, default all): the sum of squared deviations of the present values from ``center``
+        (one value per row of the block).
 
         Computed a band of rows at a time: the deviations stay a small, cache-sized temporary."""
-        out = np.empty(self.block.shape[0])
-        for lo in range(0, self.block.shape[0], _BAND_ROWS):
-            band = slice(lo, lo + _BAND_ROWS)
+        rows = slice(0, self.block.shape[0]) if rows is None else rows
+        out = np.empty(rows.stop - rows.start)
+        for lo in range(rows.start, rows.stop, _BAND_ROWS):
+            band = slice(lo, min(lo + _BAND_ROWS, rows.stop))
             d = self.block[band] - center[band, None]
             np.copyto(d, 0.0, where=~self.present[band])
-            np.einsum("ij,ij->i", d, d, out=out[band])
+            np.einsum("ij,ij->i", d, d, out=out[band.start - rows.start : band.stop - rows.start])
         return out
 
     def percentile(self, q: float) -> F64:

@@ -22,7 +22,7 @@ a batch then writes into a few adjacent rows of the block instead of one cache l
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .clock import parse_duration
+from .row_parts import RowParts
 
 __all__ = ["WINDOW_KINDS", "DenseBlock", "DenseWindows", "WindowSpec", "grid_index", "grid_index_of"]
 
@@ -162,11 +163,27 @@ class DenseBlock:
     def column(self, name: str, active: I64) -> F64:
         """One column as a new C-contiguous (device x reading) array: a row per ``active`` device, as many
         columns as the busiest device has readings (NaN after a device's last reading). The caller owns it."""
+        out, fill = self.column_rows(name, active)
+        fill(slice(0, active.size))
+        return out
+
+    def column_rows(self, name: str, active: I64) -> tuple[F64, Callable[[slice], None]]:
+        """:meth:`column`'s array still empty, and a function copying a slice of its rows (devices ``active[rows]``)
+        into it: the rows can be copied in parts, by several threads."""
         used = int(self.counts.max()) if self.counts.size else 0
         block = self.cells[name][:used]
-        if active.size and active.size == int(active[-1]) + 1:
-            return np.ascontiguousarray(block[:, : active.size].T)
-        return block.T[active]  # a new C-contiguous array (advanced indexing copies)
+        out = np.empty((active.size, used))
+        if active.size and active.size == int(active[-1]) + 1:  # every device up to the last: a plain transpose
+
+            def fill(rows: slice) -> None:
+                out[rows] = block[:, rows].T
+
+        else:
+
+            def fill(rows: slice) -> None:
+                out[rows] = block.T[active[rows]]
+
+        return out, fill
 
 
 @dataclass
@@ -181,6 +198,8 @@ class DenseWindows:
     #: the memory of a closed window's cells, by column: the next block refills it instead of allocating
     #: (in steady state every window needs about as many cells as the previous one)
     spare: dict[str, F64] = field(default_factory=dict)
+    #: threads for refilling a large spare memory (see :mod:`.row_parts`)
+    parts: RowParts = field(default_factory=lambda: RowParts(1))
 
     def add(self, k: int, dev: I64, values: Mapping[str, F64], generation: int, devices: int | None = None) -> None:
         """Append readings of window ``k`` (device indices ``dev``; ``values`` by column) in arrival order.
@@ -241,7 +260,7 @@ class DenseWindows:
         if spare is None or spare.size < shape[0] * shape[1]:
             return np.full(shape, np.nan)
         cells = spare.reshape(-1)[: shape[0] * shape[1]].reshape(shape)
-        cells.fill(np.nan)
+        self.parts.run(shape[0], cells.size, lambda rows: cells[rows].fill(np.nan))
         return cells
 
     def pop(self, k: int) -> DenseBlock:
