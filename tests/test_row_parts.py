@@ -4,7 +4,10 @@ the results are the same bits as on one thread -- per block, per operator, per e
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +169,35 @@ def test_cli_run_with_threads_writes_the_same_records(tmp_path: Path) -> None:
     assert outputs[0] == outputs[1] and b'"aggregate"' in outputs[0]
     bad = CliRunner().invoke(cli, ["run", str(ROOT / "workflows" / "plant.yaml"), "--simulate", "--threads", "0"])
     assert bad.exit_code != 0 and "--threads" in bad.output
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_its_own_worker_threads() -> None:
+    parts = RowParts(2)
+    parts.run(100, 2 * MIN_CELLS, lambda rows: None)  # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:  # the child: its inherited pool has no threads; it must not wait for them forever
+        done: list[int] = []
+        parts.run(100, 2 * MIN_CELLS, lambda rows: done.append(rows.start))
+        os._exit(0 if sorted(done) == [0, 50] else 1)
+    deadline = time.monotonic() + 30
+    while True:
+        done_pid, status = os.waitpid(pid, os.WNOHANG)
+        if done_pid or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    if not done_pid:  # the child waits for threads that do not exist
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert done_pid and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_forgetting_the_pools_starts_new_worker_threads_on_next_use() -> None:
+    parts = RowParts(2)
+    parts.run(100, 2 * MIN_CELLS, lambda rows: None)
+    before = dict(row_parts._pools)
+    row_parts._forget_pools()  # what a forked child does first
+    assert row_parts._pools == {}
+    done: list[int] = []
+    parts.run(100, 2 * MIN_CELLS, lambda rows: done.append(rows.start))
+    assert sorted(done) == [0, 50] and row_parts._pools[1] is not before[1]

@@ -9,7 +9,7 @@ a part over costs more than it saves.
 
 ``threads`` bounds the number of parts (the calling thread included): 1 never starts a thread; ``None`` means
 this machine's CPU count, at most :data:`MAX_AUTO_THREADS`. Worker threads start on first use and are shared by
-every user of the same count.
+every user of the same count (a forked child starts its own).
 """
 
 from __future__ import annotations
@@ -28,6 +28,17 @@ MAX_AUTO_THREADS = 4
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+
+
+def _forget_pools() -> None:
+    """In a forked child: the parent's worker threads do not exist here, so start new ones on next use."""
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch (POSIX)
+    os.register_at_fork(after_in_child=_forget_pools)
 
 
 class RowParts:
