@@ -12,8 +12,8 @@ also kept as dense blocks (:class:`.windows.DenseWindows`: one column per device
 filled as readings arrive; closing such a window copies each block device by device, reduces the copy along
 axis 1 for the devices and combines the device rows per group (:func:`.telemetry_stats.block_stats`,
 :func:`.telemetry_stats.rollup_stats`), without sorting the buffered rows (percentiles sort each device's row of
-the copy in place), and builds the records
-in key order. A closed block's memory is refilled by the next window's. The row buffer stays the reference:
+the copy in place; the copy, sort and per-device reductions run a part of the devices per thread, see
+:mod:`.row_parts`), and builds the records in key order. A closed block's memory is refilled by the next window's. The row buffer stays the reference:
 windows revised by late data, windows whose devices changed group while open and windows a single busy device
 would make too sparse close from it.
 

@@ -4,9 +4,10 @@ no present value).
 
 Selecting each group's order statistics with ``np.partition`` moves every cell of the group, once per group.
 Here a small systematic sample of each group's cells *brackets* the ranks a percentile needs: bounds ``L <= U``
-such that the two order statistics the interpolation reads very probably lie in ``[L, U]``. One pass over the
-block, for all groups at once, counts each group's present cells below ``L`` and gathers its cells in ``[L, U]``
-(a few percent of them); the order statistics are then read from the sorted candidates. The bracket is checked
+such that the two order statistics the interpolation reads very probably lie in ``[L, U]``. For all groups at
+once, each group's present cells below ``L`` are counted and its cells in ``[L, U]`` (a few percent of them)
+gathered -- by a binary search in every row when the rows are sorted, else by one comparison pass over the
+block -- and the order statistics are then selected among those candidates. The bracket is checked
 exactly -- the counts say whether both ranks fall inside it -- and a group whose bracket misses (an unlucky or
 skewed sample) is selected in full, so the result never depends on the sample, only the time does.
 """
@@ -101,7 +102,8 @@ def _sorted_candidates(
     binary search (cells <= high are the cells < the next float up; +inf: every present cell)."""
     row_low, row_high = low[group_of], high[group_of]
     m = rows_of.size
-    both = _leading(block, np.concatenate((rows_of, rows_of)), np.concatenate((row_low, np.nextafter(row_high, np.inf))))
+    bounds = np.concatenate((row_low, np.nextafter(row_high, np.inf)))
+    both = _leading(block, np.concatenate((rows_of, rows_of)), bounds)
     below, upto = both[:m], np.where(row_high == np.inf, present[rows_of], both[m:])
     lengths = np.maximum(upto - below, 0)
     width = block.shape[1]

@@ -312,7 +312,8 @@ class _Column:
         for s in np.flatnonzero(big).tolist():
             size = int(n[s])  # missing values are NaN in x
             if size:
-                for arr, value in zip(out, select_percentiles(x[starts[s] : starts[s] + counts[s]].copy(), size, qs), strict=True):
+                values = select_percentiles(x[starts[s] : starts[s] + counts[s]].copy(), size, qs)
+                for arr, value in zip(out, values, strict=True):
                     arr[s] = value
         for arr in out:
             arr[n == 0] = np.nan
