@@ -47,7 +47,7 @@ from iot_dsl.storage import MemoryStore
 DEVICES = 10_000
 GROUPS = 8
 SECONDS = 60
-ROUNDS = 9
+ROUNDS = 15
 DICT_ROUNDS = 5
 T0 = 1767225600.0
 WORKFLOW = """
