@@ -13,9 +13,9 @@ filled as readings arrive; closing such a window copies each block device by dev
 axis 1 for the devices and combines the device rows per group (:func:`.telemetry_stats.block_stats`,
 :func:`.telemetry_stats.rollup_stats`), without sorting the buffered rows (percentiles sort each device's row of
 the copy in place; the copy, sort and per-device reductions run a part of the devices per thread, see
-:mod:`.row_parts`), and builds the records in key order. A closed block's memory is refilled by the next window's. The row buffer stays the reference:
-windows revised by late data, windows whose devices changed group while open and windows a single busy device
-would make too sparse close from it.
+:mod:`.row_parts`), and builds the records in key order. A closed block's memory is refilled by the next
+window's. The row buffer stays the reference: windows revised by late data, windows whose devices changed group
+while open and windows a single busy device would make too sparse close from it.
 
 Late data: a reading whose windows have all closed is accepted while the watermark is less than the window end
 plus the stream's ``allowed_lateness``; the windows it touches are recomputed and emitted again with
