@@ -35,15 +35,30 @@ def test_parts_cover_the_rows_once_and_run_on_other_threads() -> None:
     lock = threading.Lock()
 
     def kernel(rows: slice) -> None:
+        time.sleep(0.05)  # long enough for every thread to take a part
         with lock:
             seen.append((rows.start, rows.stop, threading.get_ident()))
 
     RowParts(3).run(1000, 3 * MIN_CELLS, kernel)
     spans = sorted((a, b) for a, b, _ in seen)
     assert spans == [(0, 333), (333, 666), (666, 1000)]
-    idents = [ident for start, _, ident in sorted(seen)]
-    assert idents[0] == threading.get_ident()  # the calling thread takes the first part ...
-    assert set(idents[1:]) - {threading.get_ident()}  # ... worker threads the others
+    idents = {ident for _, _, ident in seen}
+    assert threading.get_ident() in idents and len(idents) == 3  # the calling thread and two workers
+    seen.clear()
+    RowParts(2).run(1000, 100 * MIN_CELLS, kernel)  # two parts per thread
+    assert sorted((a, b) for a, b, _ in seen) == [(0, 250), (250, 500), (500, 750), (750, 1000)]
+
+
+def test_a_worker_that_starts_late_leaves_its_share_to_the_caller() -> None:
+    release = threading.Event()
+    parts = RowParts(2)
+    parts.run(100, 2 * MIN_CELLS, lambda rows: None)  # the pool's one worker exists now
+    busy = row_parts._pool(1).submit(release.wait, 30)  # ... and is kept busy elsewhere
+    taken: list[int] = []
+    parts.run(100, 4 * MIN_CELLS, lambda rows: taken.append(threading.get_ident()))
+    release.set()
+    busy.result()
+    assert taken == [threading.get_ident()] * 4  # every part on the calling thread, without waiting
 
 
 def test_small_blocks_and_one_thread_stay_on_the_calling_thread() -> None:
@@ -72,7 +87,7 @@ def test_an_error_in_a_part_is_raised_once_every_part_has_finished() -> None:
 
     with pytest.raises(RuntimeError, match="part 0 failed"):
         RowParts(2).run(100, 2 * MIN_CELLS, kernel)
-    assert finished == [50]
+    assert finished == [50]  # the other part still ran to its end
 
     def late(rows: slice) -> None:
         if rows.start:

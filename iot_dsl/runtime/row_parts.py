@@ -7,7 +7,7 @@ each row on its own (and write only its own rows): the result is then the same b
 parts. Below :data:`MIN_CELLS` cells per part the whole block goes to one call on the calling thread -- handing
 a part over costs more than it saves.
 
-``threads`` bounds the number of parts (the calling thread included): 1 never starts a thread; ``None`` means
+``threads`` bounds the number of threads (the calling thread included): 1 never starts one; ``None`` means
 this machine's CPU count, at most :data:`MAX_AUTO_THREADS`. Worker threads start on first use and are shared by
 every user of the same count (a forked child starts its own).
 """
@@ -17,14 +17,16 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["MAX_AUTO_THREADS", "MIN_CELLS", "RowParts"]
+__all__ = ["MAX_AUTO_THREADS", "MIN_CELLS", "PARTS_PER_THREAD", "RowParts"]
 
 #: fewer cells than this per part are not worth a thread hand-off
 MIN_CELLS = 1 << 16
 #: the automatic thread count stops here: a window's blocks are not large enough to gain from more
 MAX_AUTO_THREADS = 4
+#: parts per thread (at most): enough for the threads to even out their loads, few enough to cost little
+PARTS_PER_THREAD = 2
 
 _pools: dict[int, ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
@@ -42,7 +44,7 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch (POSIX)
 
 
 class RowParts:
-    """Run a kernel over a block's rows in up to ``threads`` contiguous parts (see the module doc)."""
+    """Run a kernel over a block's rows in contiguous parts on up to ``threads`` threads (see the module doc)."""
 
     def __init__(self, threads: int | None = None) -> None:
         if threads is None:
@@ -54,20 +56,44 @@ class RowParts:
     def run(self, rows: int, cells: int, kernel: Callable[[slice], object]) -> None:
         """Call ``kernel(part)`` on contiguous slices covering ``range(rows)``; ``cells`` (the block's size)
         decides how many parts are worth it. Returns when every part is done; a part's error is raised here,
-        after the other parts have finished."""
-        parts = min(self.threads, rows, cells // MIN_CELLS)
-        if parts <= 1:
+        once the other parts have finished.
+
+        There are up to :data:`PARTS_PER_THREAD` parts per thread, each taken by whichever thread is free, the
+        calling thread included: a worker the system starts late (another process on its core) leaves its share
+        to the others, and the call never waits for a worker that has not started a part."""
+        parts = min(self.threads * PARTS_PER_THREAD, rows, cells // MIN_CELLS)
+        if parts <= 1 or self.threads == 1:
             kernel(slice(0, rows))
             return
         bounds = [rows * i // parts for i in range(parts + 1)]
+        pending = iter([slice(bounds[i], bounds[i + 1]) for i in range(parts)])
+        finished = threading.Condition()
+        done: list[int] = []
+        errors: list[BaseException] = []
+
+        def take_parts() -> None:
+            while True:
+                with finished:
+                    part = next(pending, None)
+                if part is None:
+                    return
+                try:
+                    kernel(part)
+                except BaseException as exc:  # handed to the caller below, once every part is done
+                    errors.append(exc)
+                finally:
+                    with finished:
+                        done.append(part.start)
+                        finished.notify_all()
+
         pool = _pool(self.threads - 1)
-        futures = [pool.submit(kernel, slice(bounds[i], bounds[i + 1])) for i in range(1, parts)]
-        try:
-            kernel(slice(bounds[0], bounds[1]))
-        finally:
-            wait(futures)  # no part may still be writing when the caller goes on, even after an error
-        for future in futures:
-            future.result()
+        for _ in range(min(self.threads, parts) - 1):
+            pool.submit(take_parts)
+        take_parts()
+        with finished:
+            finished.wait_for(lambda: len(done) == parts)
+        if errors:
+            raise errors[0]
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
