@@ -224,10 +224,11 @@ class DenseWindows:
         counts = block.counts
         pos = counts.take(dev)
         np.add.at(counts, dev, 1)
-        added = counts.take(dev) - pos  # the device's readings in this batch
-        repeated = np.flatnonzero(added > 1)  # only devices with several readings in the batch
+        added = counts.take(dev)
+        added -= pos  # the device's readings in this batch
+        repeated = (added > 1).nonzero()[0]  # only devices with several readings in the batch
         if repeated.size:
-            pos[repeated] += _arrival_rank(dev[repeated])
+            _add_arrival_rank(pos, dev, repeated)
         need = int(pos.max()) + 1
         width = block.width
         if need > width:
@@ -281,11 +282,12 @@ class DenseWindows:
         return sorted(k for k in self.blocks if k * window.every + window.size <= watermark)
 
 
-def _arrival_rank(dev: I64) -> I64:
-    """For each reading, how many readings of the same device come before it in the batch."""
-    order = np.argsort(dev, kind="stable")
-    ordered = dev[order]
-    rank = np.empty(dev.size, dtype=np.int64)
-    # position in device order minus where the device's run starts there
-    rank[order] = np.arange(dev.size, dtype=np.int64) - np.searchsorted(ordered, ordered, side="left")
-    return rank
+def _add_arrival_rank(pos: I64, dev: I64, rows: I64) -> None:
+    """Add to ``pos[rows]`` how many of ``rows`` (ascending row numbers) before each have the same device:
+    its rank among the batch's readings of that device, in arrival order."""
+    devices = dev.take(rows)
+    order = devices.argsort(kind="stable")  # stable: a device's readings stay in arrival order
+    ordered = devices.take(order)
+    rank = np.arange(ordered.size, dtype=np.int64)
+    rank -= ordered.searchsorted(ordered, side="left")  # position in device order minus where the device starts
+    pos[rows.take(order)] += rank
