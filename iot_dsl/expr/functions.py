@@ -375,7 +375,7 @@ def _v_between(x: Any, lo: Any, hi: Any) -> Any:
 
 
 def _v_min(*values: Any) -> Any:
-    return reduce(np.minimum, values)  # type: ignore[no-any-return]
+    return reduce(np.minimum, values)
 
 
 def _v_max(*values: Any) -> Any:

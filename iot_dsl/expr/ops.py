@@ -139,7 +139,7 @@ def negate(where: Where = (0, 0)) -> Callable[[Any], Any]:
 
     def apply(a: Any) -> Any:
         if a.__class__ in NUMBER_CLASSES:
-            return -a
+            return -a  # type: ignore[operator]  # an int or a float (mypy reads the class test as object)
         if a is None:
             return None
         if is_number(a):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 from lark import Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -158,7 +159,7 @@ def _syntax_error(text: str, exc: UnexpectedInput) -> ExprError:
                 hint = "durations are written with a unit: 500ms, 30s, 5m, 1h, 2d"
         return ExprError(message, code="syntax", offset=offset, end_offset=end, hint=hint)
     assert isinstance(exc, UnexpectedCharacters)
-    offset = exc.pos_in_stream
+    offset = cast(int, exc.pos_in_stream)  # lark declares it None on the class and sets it per error
     char = text[offset]
     if char in "\"'":
         return ExprError("unterminated string", code="syntax", offset=offset, end_offset=len(text))

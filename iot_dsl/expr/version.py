@@ -33,6 +33,8 @@ class Version:
     minor: int
     patch: int
     pre: tuple[str | int, ...]
+    #: what equality, hashing and order compare
+    _key: tuple[Any, ...]
 
     def __init__(self, text: str) -> None:
         match = _VERSION_RE.match(text) if isinstance(text, str) and len(text) <= _MAX_TEXT else None
@@ -101,7 +103,7 @@ def parse_version(text: str) -> Version:
 def to_version(value: Any) -> Version | None:
     """Run-time coercion: a Version passes, a valid version string is parsed, anything else becomes None (null)."""
     if value.__class__ is Version:
-        return value  # type: ignore[no-any-return]
+        return value
     if isinstance(value, str):
         try:
             return parse_version(value)

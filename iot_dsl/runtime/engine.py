@@ -424,8 +424,7 @@ class Engine:
             records.append(dead_letter(now, "ingest", "event is not a JSON object", event))
             return None
         stream = event.get("stream", self._default_stream)
-        segments = self._source_segments.get(stream) if isinstance(stream, str) else None
-        if segments is None:
+        if not isinstance(stream, str) or (segments := self._source_segments.get(stream)) is None:
             known = ", ".join(sorted(self._source_segments)) or "none"
             reason = "event names no stream" if stream is None else f"unknown stream {stream!r}"
             records.append(dead_letter(now, "ingest", f"{reason} (streams: {known})", event))

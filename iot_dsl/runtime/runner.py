@@ -57,6 +57,7 @@ class SimulatedResponder:
             outcome = self.fleet.command(
                 record["device"], record["command"], record["payload"], sent_at, record["command_id"]
             )
+            reason: str | None
             if outcome.at is None:
                 at, status, reason = sent_at + self.timeout, "timed_out", f"no answer ({outcome.status})"
             else:
